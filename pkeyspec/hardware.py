@@ -1,0 +1,207 @@
+"""The x86 protection-key hardware: PKRU, the key in the PTE, and the checks.
+
+This module knows nothing about Linux. It says what the CPU does: which bits
+of PKRU belong to which key, what RDPKRU and WRPKRU do with their registers,
+which data accesses a PKRU allows, where the key sits in a page-table entry,
+and which page-fault error code the CPU reports. The kernel side
+(:mod:`pkeyspec.access`) turns these hardware events into Linux signals.
+"""
+
+from dataclasses import dataclass
+
+#: Keys 0..15: the key is a 4-bit field in each PTE (HW-X86-KEYBITS).
+NR_PKEYS = 16
+PKRU_BITS_PER_PKEY = 2
+#: Access-disable: bit 2*k of PKRU (HW-X86-PKRU-LAYOUT).
+PKRU_AD_BIT = 0x1
+#: Write-disable: bit 2*k+1 of PKRU.
+PKRU_WD_BIT = 0x2
+
+#: The XSAVE hardware init value of PKRU: everything allowed (HW-X86-XSAVE-COMPONENT).
+PKRU_HW_INIT = 0x0
+#: Linux's default ``init_pkru_value``: AD for keys 1..15, key 0 open (INIT-PKRU-VALUE).
+INIT_PKRU_VALUE = 0x55555554
+#: PKRU is XSAVE state component 9 (XSTATE_BV bit 9).
+XFEATURE_PKRU = 9
+
+#: PTE bits 59..62 hold the key (arch/x86/include/asm/pgtable_types.h).
+_PAGE_BIT_PKEY_BIT0 = 59
+_PAGE_PKEY_MASK = 0xF << _PAGE_BIT_PKEY_BIT0
+_PAGE_BIT_NX = 63
+
+# Page-fault error code bits (arch/x86/include/asm/trap_pf.h).
+X86_PF_PROT = 1 << 0
+X86_PF_WRITE = 1 << 1
+X86_PF_USER = 1 << 2
+X86_PF_RSVD = 1 << 3
+X86_PF_INSTR = 1 << 4
+X86_PF_PK = 1 << 5
+
+PF_BIT_NAMES = ((X86_PF_PROT, "PROT"), (X86_PF_WRITE, "WRITE"), (X86_PF_USER, "USER"),
+                (X86_PF_RSVD, "RSVD"), (X86_PF_INSTR, "INSTR"), (X86_PF_PK, "PK"))
+
+#: RDPKRU is 0F 01 EE, WRPKRU is 0F 01 EF (HW-X86-INSNS).
+RDPKRU_BYTES = bytes((0x0F, 0x01, 0xEE))
+WRPKRU_BYTES = bytes((0x0F, 0x01, 0xEF))
+
+U32 = 0xFFFFFFFF
+
+
+def pkru_rights(pkru: int, pkey: int) -> int:
+    """The two bits of ``pkey`` in ``pkru``: 0, AD (1), WD (2) or AD|WD (3).
+
+    >>> pkru_rights(INIT_PKRU_VALUE, 0), pkru_rights(INIT_PKRU_VALUE, 1)
+    (0, 1)
+    """
+    return (pkru >> (pkey * PKRU_BITS_PER_PKEY)) & (PKRU_AD_BIT | PKRU_WD_BIT)
+
+
+def pkru_with_rights(pkru: int, pkey: int, rights: int) -> int:
+    """``pkru`` with the two bits of ``pkey`` replaced by ``rights``.
+
+    >>> hex(pkru_with_rights(INIT_PKRU_VALUE, 1, 0))
+    '0x55555550'
+    """
+    shift = pkey * PKRU_BITS_PER_PKEY
+    mask = (PKRU_AD_BIT | PKRU_WD_BIT) << shift
+    return (pkru & ~mask & U32) | ((rights & 3) << shift)
+
+
+def pkru_allows_read(pkru: int, pkey: int) -> bool:
+    """A data read is allowed iff AD is clear (HW-X86-AD-WD-SEMANTICS)."""
+    return not pkru_rights(pkru, pkey) & PKRU_AD_BIT
+
+
+def pkru_allows_write(pkru: int, pkey: int) -> bool:
+    """A data write needs AD and WD clear: access-disable disables writes too."""
+    return not pkru_rights(pkru, pkey) & (PKRU_AD_BIT | PKRU_WD_BIT)
+
+
+def pkru_allows(pkru: int, pkey: int, write: bool) -> bool:
+    return pkru_allows_write(pkru, pkey) if write else pkru_allows_read(pkru, pkey)
+
+
+def pte_pkey(pte: int) -> int:
+    """The key stored in bits 59..62 of a page-table entry.
+
+    >>> pte_pkey(0x3 << 59)
+    3
+    """
+    return (pte & _PAGE_PKEY_MASK) >> _PAGE_BIT_PKEY_BIT0
+
+
+def pte_with_pkey(pte: int, pkey: int) -> int:
+    """``pte`` with its key field set to ``pkey``; the NX bit (63) is untouched."""
+    return (pte & ~_PAGE_PKEY_MASK) | ((pkey & 0xF) << _PAGE_BIT_PKEY_BIT0)
+
+
+@dataclass(frozen=True)
+class PkeyRights:
+    """One row of a decoded PKRU: the rights one key gives a thread."""
+
+    pkey: int
+    ad: bool
+    wd: bool
+
+    @property
+    def read(self) -> bool:
+        return not self.ad
+
+    @property
+    def write(self) -> bool:
+        return not (self.ad or self.wd)
+
+    def __str__(self) -> str:
+        bits = ("AD" if self.ad else "--") + " " + ("WD" if self.wd else "--")
+        rights = "rw" if self.write else ("r-" if self.read else "--")
+        return f"{self.pkey:>3}  {bits}  {rights}"
+
+
+def decode_pkru(pkru: int) -> list[PkeyRights]:
+    """PKRU as sixteen rows, key 0 first.
+
+    >>> for row in decode_pkru(0x55555558)[:3]: print(row)
+      0  -- --  rw
+      1  -- WD  r-
+      2  AD --  --
+    """
+    rows = []
+    for pkey in range(NR_PKEYS):
+        r = pkru_rights(pkru, pkey)
+        rows.append(PkeyRights(pkey, bool(r & PKRU_AD_BIT), bool(r & PKRU_WD_BIT)))
+    return rows
+
+
+def decode_pf_error(err: int) -> str:
+    """Name the bits of a page-fault error code, Linux's order.
+
+    >>> decode_pf_error(0x25)
+    'PROT|USER|PK'
+    >>> decode_pf_error(0x6)
+    'WRITE|USER'
+    """
+    names = [name for bit, name in PF_BIT_NAMES if err & bit]
+    unknown = err & ~sum(bit for bit, _ in PF_BIT_NAMES)
+    if unknown:
+        names.append(hex(unknown))
+    return "|".join(names) or "0"
+
+
+@dataclass(frozen=True)
+class Pte:
+    """A present-or-not user PTE as the model keeps it.
+
+    ``present`` is the hardware P bit: a PROT_NONE mapping keeps its page but
+    clears P (Linux's ``_PAGE_PROTNONE``), so the CPU faults without looking
+    at the key.
+    """
+
+    present: bool
+    writable: bool
+    executable: bool
+    pkey: int
+
+
+# Hardware exceptions, as the CPU raises them; Linux decides what they become.
+@dataclass(frozen=True)
+class PageFault:
+    """#PF: CR2 holds the address, the error code says why."""
+
+    address: int
+    error_code: int
+
+
+@dataclass(frozen=True)
+class GeneralProtection:
+    """#GP(0), for example RDPKRU with ECX != 0."""
+
+
+@dataclass(frozen=True)
+class InvalidOpcode:
+    """#UD, for example RDPKRU or WRPKRU when CR4.PKE is clear."""
+
+
+def check_user_access(pte: Pte | None, pkru: int, *, write: bool, fetch: bool,
+                      pke: bool) -> PageFault | None:
+    """What the CPU does for one user-mode access to one page.
+
+    Returns ``None`` when the access completes and a :class:`PageFault` (with
+    address 0: the caller knows the address) otherwise. Keys apply to data
+    accesses only, never to instruction fetch (HW-X86-DATA-ONLY), and only to
+    present translations (HW-X86-PK-NEEDS-PRESENT). When the key and the page
+    both deny a write, the PK bit is set (HW-X86-BOTH-VIOLATIONS; observed:
+    a PROT_READ page whose key has WD gives err=0x27).
+    """
+    err = X86_PF_USER
+    if write:
+        err |= X86_PF_WRITE
+    if fetch:
+        err |= X86_PF_INSTR
+    if pte is None or not pte.present:
+        return PageFault(0, err)
+    err |= X86_PF_PROT
+    if pke and not fetch and not pkru_allows(pkru, pte.pkey, write):
+        return PageFault(0, err | X86_PF_PK)
+    if (write and not pte.writable) or (fetch and not pte.executable):
+        return PageFault(0, err)
+    return None

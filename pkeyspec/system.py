@@ -1,0 +1,128 @@
+"""The machine: a CPU (with or without PKU) running one Linux kernel.
+
+Everything the model knows lives in one :class:`System`, so a state can be
+copied (:meth:`System.copy`) and compared (:meth:`System.state`) cheaply,
+which the race explorer relies on.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from .hardware import INIT_PKRU_VALUE, U32
+from .mm import Mm, initial_vmas
+from .tasks import Process, Thread
+
+#: The kernels the project observes (linux-observed.md); the default is the newest.
+KNOWN_KERNELS = ("6.1", "6.12", "7.2")
+
+
+def parse_kernel(version: str | tuple[int, int]) -> tuple[int, int]:
+    """``"6.12"`` -> ``(6, 12)``; extra components such as ``.117`` are ignored."""
+    if isinstance(version, tuple):
+        return version[0], version[1]
+    parts = str(version).split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        raise ValueError(f"kernel version must look like '6.12', not {version!r}") from None
+
+
+class System:
+    """A CPU and a kernel.
+
+    ``pku``: the CPU has protection keys (``-cpu max``) or not (``-cpu qemu64``);
+    when it has them the kernel enables them (OSPKE). ``kernel``: the Linux
+    version whose behaviour is modelled where versions differ.
+    ``init_pkru``: the ``init_pkru=`` boot parameter (no sanity check, as in
+    Linux; INIT-PKRU-TUNABLE).
+    """
+
+    def __init__(self, *, pku: bool = True, kernel: str | tuple[int, int] = KNOWN_KERNELS[-1],
+                 init_pkru: int = INIT_PKRU_VALUE) -> None:
+        self.pku = bool(pku)
+        self.kernel = parse_kernel(kernel)
+        self.init_pkru_value = init_pkru & U32
+        self.processes: dict[int, Process] = {}
+        self.shmem: dict[int, dict[int, int]] = {}
+        self._next_id = 1
+
+    def __repr__(self) -> str:
+        cpu = "PKU" if self.pku else "no PKU"
+        return f"<System Linux {self.kernel[0]}.{self.kernel[1]}, {cpu}, {len(self.processes)} processes>"
+
+    @property
+    def ospke(self) -> bool:
+        return self.pku
+
+    def cpuinfo_flags(self) -> list[str]:
+        """The pkeys flags of ``/proc/cpuinfo``: ``pku`` (CPU) and ``ospke`` (enabled) (HW-X86-ENUM)."""
+        return ["pku", "ospke"] if self.pku else []
+
+    # --- identities ---------------------------------------------------------
+    def _new_id(self) -> int:
+        n = self._next_id
+        self._next_id += 1
+        return n
+
+    def new_shmem(self) -> int:
+        n = self._new_id()
+        self.shmem[n] = {}
+        return n
+
+    # --- tasks ----------------------------------------------------------------
+    def spawn(self) -> Thread:
+        """A new process running a fresh program; returns its main thread."""
+        pid = self._new_id()
+        proc = Process(self, pid, self._fresh_mm())
+        self.processes[pid] = proc
+        thread = Thread(proc, pid, self.init_pkru_value)
+        proc.threads.append(thread)
+        return thread
+
+    def _fresh_mm(self) -> Mm:
+        mm = Mm.new(self.ospke)
+        mm.vmas = initial_vmas(self.kernel)
+        return mm
+
+    def new_thread(self, proc: Process, pkru: int) -> Thread:
+        thread = Thread(proc, self._new_id(), pkru)
+        proc.threads.append(thread)
+        return thread
+
+    def fork(self, parent: Thread) -> Thread:
+        pid = self._new_id()
+        child_mm = copy.deepcopy(parent.process.mm)
+        for vma in child_mm.vmas:
+            if vma.shmem is not None:
+                pass  # shared anonymous memory stays shared: same object id
+        proc = Process(self, pid, child_mm)
+        self.processes[pid] = proc
+        thread = Thread(proc, pid, parent.pkru)
+        proc.threads.append(thread)
+        return thread
+
+    def execve(self, thread: Thread) -> Thread:
+        proc = thread.process
+        proc.mm = self._fresh_mm()
+        proc.threads[:] = [thread]
+        thread.pkru = self.init_pkru_value
+        return thread
+
+    # --- state ----------------------------------------------------------------
+    def copy(self) -> System:
+        """An independent copy of the whole state."""
+        return copy.deepcopy(self)
+
+    def state(self) -> tuple:
+        """A hashable value equal for equal states (for the race explorer)."""
+        procs = []
+        for pid, p in sorted(self.processes.items()):
+            mm = p.mm
+            procs.append((pid, repr(p.end), mm.pkey_allocation_map, mm.execute_only_pkey,
+                          tuple((v.start, v.end, v.flags, v.pkey, v.name, v.anon_vma, v.shmem)
+                                for v in mm.vmas),
+                          tuple(sorted(mm.ptes.items())), tuple(sorted(mm.memory.items())),
+                          tuple((t.tid, t.pkru) for t in p.threads)))
+        shm = tuple((k, tuple(sorted(v.items()))) for k, v in sorted(self.shmem.items()))
+        return (tuple(procs), shm)

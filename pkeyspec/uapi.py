@@ -1,0 +1,84 @@
+"""Linux UAPI constants used by the model, with Linux's names and values.
+
+Every value here is what an x86-64 program sees through the kernel's UAPI
+headers and glibc. ``tests/test_uapi.py`` checks them against a second
+source (Python's own :mod:`errno`, :mod:`mmap` and :mod:`signal`, which are
+built from the C headers of the machine running the tests).
+"""
+
+import errno as _errno
+
+# include/uapi/asm-generic/mman-common.h
+PROT_NONE = 0x0
+PROT_READ = 0x1
+PROT_WRITE = 0x2
+PROT_EXEC = 0x4
+PROT_SEM = 0x8
+PROT_GROWSDOWN = 0x01000000
+PROT_GROWSUP = 0x02000000
+
+MAP_SHARED = 0x01
+MAP_PRIVATE = 0x02
+MAP_SHARED_VALIDATE = 0x03
+MAP_TYPE = 0x0F
+MAP_FIXED = 0x10
+MAP_ANONYMOUS = 0x20
+MAP_FIXED_NOREPLACE = 0x100000
+
+MADV_NORMAL = 0
+MADV_DONTNEED = 4
+
+PKEY_UNRESTRICTED = 0x0
+PKEY_DISABLE_ACCESS = 0x1
+PKEY_DISABLE_WRITE = 0x2
+#: x86 and the generic UAPI: only ACCESS and WRITE (powerpc adds 0x4, arm64 0x4|0x8).
+PKEY_ACCESS_MASK = PKEY_DISABLE_ACCESS | PKEY_DISABLE_WRITE
+
+# Errors (include/uapi/asm-generic/errno-base.h); the same numbers as Python's.
+EPERM = _errno.EPERM
+ESRCH = _errno.ESRCH
+EINTR = _errno.EINTR
+EBADF = _errno.EBADF
+ENOMEM = _errno.ENOMEM
+EACCES = _errno.EACCES
+EFAULT = _errno.EFAULT
+EEXIST = _errno.EEXIST
+EINVAL = _errno.EINVAL
+ENOSPC = _errno.ENOSPC
+ENOSYS = _errno.ENOSYS
+
+# Signals (arch/x86/include/uapi/asm/signal.h)
+SIGILL = 4
+SIGKILL = 9
+SIGUSR1 = 10
+SIGSEGV = 11
+SIGUSR2 = 12
+
+# si_code values (include/uapi/asm-generic/siginfo.h)
+SI_KERNEL = 0x80
+ILL_ILLOPN = 2
+SEGV_MAPERR = 1
+SEGV_ACCERR = 2
+SEGV_BNDERR = 3
+SEGV_PKUERR = 4
+
+# x86-64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl)
+NR_mmap = 9
+NR_mprotect = 10
+NR_munmap = 11
+NR_pkey_mprotect = 329
+NR_pkey_alloc = 330
+NR_pkey_free = 331
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_MASK = ~(PAGE_SIZE - 1)
+
+SIGNAL_NAMES = {SIGILL: "SIGILL", SIGKILL: "SIGKILL", SIGUSR1: "SIGUSR1",
+                SIGSEGV: "SIGSEGV", SIGUSR2: "SIGUSR2"}
+SI_CODE_NAMES = {
+    SIGSEGV: {SEGV_MAPERR: "SEGV_MAPERR", SEGV_ACCERR: "SEGV_ACCERR",
+              SEGV_BNDERR: "SEGV_BNDERR", SEGV_PKUERR: "SEGV_PKUERR",
+              SI_KERNEL: "SI_KERNEL"},
+    SIGILL: {ILL_ILLOPN: "ILL_ILLOPN", SI_KERNEL: "SI_KERNEL"},
+}
