@@ -19,9 +19,9 @@ from .execute_only import arch_override_mprotect_pkey, execute_only_pkey
 from .hardware import Pte
 from .keys import mm_pkey_is_allocated
 from .uapi import (
-    EACCES, EBADF, EEXIST, EINVAL, ENOMEM, EPERM, MADV_DONTNEED, MADV_NORMAL, MAP_ANONYMOUS,
+    EACCES, EBADF, EEXIST, EINVAL, ENOMEM, EOVERFLOW, EPERM, MADV_DONTNEED, MADV_NORMAL, MAP_ANONYMOUS,
     MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, MAP_TYPE, PAGE_SIZE,
-    PROT_EXEC, PROT_GROWSDOWN, PROT_GROWSUP, PROT_READ, PROT_SEM, PROT_WRITE,
+    PAGE_SHIFT, PROT_EXEC, PROT_GROWSDOWN, PROT_GROWSUP, PROT_READ, PROT_SEM, PROT_WRITE,
 )
 
 if TYPE_CHECKING:
@@ -138,16 +138,15 @@ class Mm:
 
     @classmethod
     def new(cls, ospke: bool) -> Mm:
-        """``init_new_context``: key 0 allocated and no execute-only key.
+        """``mm_alloc`` + ``init_new_context``: key 0 allocated, no execute-only key.
 
-        Without OSPKE the context stays zeroed: ``execute_only_pkey`` is 0,
-        which hides key 0 from pkey_free and pkey_mprotect (observed on a CPU
-        without PKU: both give EINVAL; SYS-X86-DISABLED). The map still holds
-        key 0, so with a single key pkey_alloc finds none free: ENOSPC, as
-        observed.
+        Without OSPKE ``init_new_context`` leaves the zeroed context alone: the
+        map is empty and ``execute_only_pkey`` is 0, which hides key 0 from
+        pkey_free and pkey_mprotect (observed: both EINVAL; SYS-X86-DISABLED).
         """
-        return cls(ospke=ospke, pkey_allocation_map=0x1,
-                   execute_only_pkey=-1 if ospke else 0)
+        if ospke:
+            return cls(ospke=True, pkey_allocation_map=0x1, execute_only_pkey=-1)
+        return cls(ospke=False, pkey_allocation_map=0x0, execute_only_pkey=0)
 
     # --- lookups -------------------------------------------------------
     def find_vma(self, addr: int) -> Vma | None:
@@ -207,12 +206,15 @@ class Mm:
 
 
 def initial_vmas(kernel: tuple[int, int]) -> list[Vma]:
-    """The address space of a freshly exec'd static program.
+    """The address space of a freshly exec'd static program, without randomisation.
 
-    Program text and stack carry key 0 (observed, row a). From Linux 6.12 on
-    (observed on 6.12 and 7.2, not on 6.1) the vDSO lives at the top of the
-    mmap area, so the first mmap lands directly below [vvar]; on 6.1 it sits
-    above the stack.
+    Program text and stack carry key 0 (observed, row a). Since Linux 6.9
+    (commit 3c6539b4c177, "x86/vdso: Move vDSO to mmap region") [vvar] and
+    [vdso] are the first thing in the mmap area, so the first anonymous mmap
+    lands directly below [vvar]; before, they sat just above the stack
+    (``vdso_addr``). [vvar] may never become writable or executable (only
+    VM_MAYREAD), which is why a huge ``pkey_mprotect`` from the first mmap
+    fails with EACCES on 6.12 and 7.2 but with ENOMEM on 6.1 (observed, row c).
     """
     prog = [
         Vma(PROGRAM_BASE, PROGRAM_BASE + PAGE_SIZE, VM_READ | VM_MAY_ALL, name=PROGRAM_NAME),
@@ -222,9 +224,12 @@ def initial_vmas(kernel: tuple[int, int]) -> list[Vma]:
             VM_READ | VM_WRITE | VM_MAY_ALL | VM_ACCOUNT, name=PROGRAM_NAME,
             offset=2 * PAGE_SIZE),
     ]
-    stack = Vma(STACK_TOP - STACK_SIZE, STACK_TOP,
+    if kernel >= (6, 9):
+        vdso_top, stack_top = MMAP_BASE, STACK_TOP
+    else:
+        vdso_top, stack_top = STACK_TOP, STACK_TOP - 7 * PAGE_SIZE
+    stack = Vma(stack_top - STACK_SIZE, stack_top,
                 VM_READ | VM_WRITE | VM_MAY_ALL | VM_GROWSDOWN | VM_ACCOUNT, name="[stack]")
-    vdso_top = MMAP_BASE if kernel >= (6, 12) else STACK_TOP + 4 * PAGE_SIZE
     vvar = Vma(vdso_top - 6 * PAGE_SIZE, vdso_top - 2 * PAGE_SIZE,
                VM_READ | VM_MAYREAD | VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP,
                name="[vvar]")
@@ -237,15 +242,17 @@ def initial_vmas(kernel: tuple[int, int]) -> list[Vma]:
 
 def sys_mmap(thread: Thread, addr: int, length: int, prot: int, flags: int,
              fd: int, offset: int) -> int:
-    """Anonymous ``mmap``; the model has no files, so any file mapping is EBADF.
+    """Anonymous ``mmap``, in the order of ``sys_mmap``, ``ksys_mmap_pgoff`` and ``do_mmap``.
 
-    New mappings get key 0, except a PROT_EXEC-only mapping, which takes the
-    execute-only key (SYS-MMAP-DEFAULT-KEY).
+    The model has no files, so a mapping without MAP_ANONYMOUS is EBADF (no
+    descriptor is valid). New mappings get key 0, except a mapping whose
+    prot is exactly PROT_EXEC, which takes the execute-only key
+    (SYS-MMAP-DEFAULT-KEY); ``do_mmap`` takes it before it looks at the
+    address or the map type, so even a failing mmap can allocate it.
     """
     addr, length, prot, flags, offset = (cabi.ulong(addr), cabi.ulong(length),
                                          cabi.ulong(prot), cabi.ulong(flags),
                                          cabi.ulong(offset))
-    fd = cabi.int32(fd)
     mm = thread.process.mm
     if offset & (PAGE_SIZE - 1):
         return -EINVAL
@@ -253,43 +260,47 @@ def sys_mmap(thread: Thread, addr: int, length: int, prot: int, flags: int,
         return -EBADF
     if not length:
         return -EINVAL
+    if flags & MAP_FIXED_NOREPLACE:
+        flags |= MAP_FIXED
     length = page_align(length)
     if not length:
         return -ENOMEM
-    maptype = flags & MAP_TYPE
-    if maptype not in (MAP_SHARED, MAP_PRIVATE):
-        return -EINVAL
-    if flags & MAP_FIXED_NOREPLACE:
-        flags |= MAP_FIXED
-    if flags & MAP_FIXED:
-        if length > TASK_SIZE or addr > TASK_SIZE - length:
-            return -ENOMEM
-        if addr & (PAGE_SIZE - 1):
-            return -EINVAL
-        if flags & MAP_FIXED_NOREPLACE and mm.vmas_in(addr, addr + length):
-            return -EEXIST
-        if addr < MMAP_MIN_ADDR:
-            return -EPERM
-    else:
-        if length > TASK_SIZE:
-            return -ENOMEM
-        addr = mm.get_unmapped_area(length)
-        if addr < 0:
-            return addr
+    pgoff = offset >> PAGE_SHIFT
+    if pgoff + (length >> PAGE_SHIFT) > 0xFFFFFFFFFFFFFFFF:
+        return -EOVERFLOW
     pkey = 0
     if prot == PROT_EXEC:
         pkey = execute_only_pkey(thread)
         if pkey < 0:
             pkey = 0
     vm_flags = calc_vm_prot_bits(prot) | VM_MAY_ALL
+    # __get_unmapped_area
+    if length > TASK_SIZE:
+        return -ENOMEM
+    if flags & MAP_FIXED:
+        if addr > TASK_SIZE - length:
+            return -ENOMEM
+        if addr & (PAGE_SIZE - 1):
+            return -EINVAL
+    else:
+        addr = mm.get_unmapped_area(length)
+        if addr < 0:
+            return addr
+    if addr < MMAP_MIN_ADDR:
+        return -EPERM
+    if flags & MAP_FIXED_NOREPLACE and mm.vmas_in(addr, addr + length):
+        return -EEXIST
+    maptype = flags & MAP_TYPE
     shmem = None
     if maptype == MAP_SHARED:
         vm_flags |= VM_SHARED | VM_MAYSHARE
         shmem = thread.system.new_shmem()
-    elif vm_flags & VM_WRITE:
-        vm_flags |= VM_ACCOUNT
-    if flags & MAP_FIXED:
-        mm.unmap(addr, addr + length)
+    elif maptype == MAP_PRIVATE:
+        if vm_flags & VM_WRITE:
+            vm_flags |= VM_ACCOUNT
+    else:
+        return -EINVAL
+    mm.unmap(addr, addr + length)
     mm.insert(Vma(addr, addr + length, vm_flags, pkey, shmem=shmem))
     return addr
 
@@ -394,8 +405,11 @@ def do_mprotect_pkey(thread: Thread, start: int, length: int, prot: int, pkey: i
         if newflags & ~(newflags >> 4) & VM_ACCESS_FLAGS:
             error = -EACCES
             break
-        if newflags & VM_WRITE and not newflags & VM_SHARED:
-            newflags |= VM_ACCOUNT
+        if not newflags & VM_SHARED:
+            if newflags & VM_WRITE:
+                newflags |= VM_ACCOUNT
+            elif vma.anon_vma is None:
+                newflags &= ~VM_ACCOUNT     # never faulted: nothing to account
         lo, hi = max(vma.start, start), min(vma.end, end)
         mprotect_fixup(mm, vma, lo, hi, newflags, new_pkey)
         tmp = vma.end

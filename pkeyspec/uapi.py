@@ -46,6 +46,7 @@ EEXIST = _errno.EEXIST
 EINVAL = _errno.EINVAL
 ENOSPC = _errno.ENOSPC
 ENOSYS = _errno.ENOSYS
+EOVERFLOW = _errno.EOVERFLOW
 
 # Signals (arch/x86/include/uapi/asm/signal.h)
 SIGILL = 4
