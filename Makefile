@@ -1,0 +1,37 @@
+# pkeyspec: `make html` builds the site, `make test` runs every check.
+# Both create .venv and install the project with its dev extras first.
+
+PYTHON  := .venv/bin/python
+SPHINX  := $(PYTHON) -m sphinx -W -n -T -E -j auto -c .
+# Extra arguments for pytest, e.g. make test PYTEST_ARGS='-m "not site" -x'
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv html test doctest clean distclean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# The stamp is re-made whenever pyproject.toml changes.
+.venv/.installed: pyproject.toml
+	test -x $(PYTHON) || python3 -m venv .venv
+	$(PYTHON) -m pip install -e '.[dev]'
+	touch $@
+
+venv: .venv/.installed ## Create .venv and install pkeyspec with its docs and test extras
+
+html: .venv/.installed ## Build the site into _build/html (strict: any warning fails)
+	$(SPHINX) -b html docs _build/html
+
+test: .venv/.installed ## Run all tests: unit, docstrings, docs/*.md doctests, strict site builds
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+doctest: .venv/.installed ## Run the docs examples with Sphinx's doctest builder
+	$(SPHINX) -b doctest docs _build/doctest
+
+clean: ## Remove _build and caches (keeps .venv)
+	rm -rf _build build .pytest_cache .hypothesis *.egg-info
+	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean ## Also remove .venv
+	rm -rf .venv

@@ -1,0 +1,100 @@
+"""Sphinx configuration for the pkeyspec site.
+
+conf.py sits at the repository root and the sources are in docs/:
+
+    sphinx-build -c . docs _build/html
+
+so paths such as html_static_path are relative to the root, while
+exclude_patterns and root_doc are relative to docs/.  See `make help`.
+"""
+
+import doctest
+import sys
+from pathlib import Path
+
+# The package is installed with `pip install -e .` (make does it); the path
+# entry is only a fallback for a bare sphinx-build from a checkout.
+sys.path.insert(0, str(Path(__file__).parent.resolve()))
+
+import pkeyspec  # noqa: E402
+
+# -- Project -----------------------------------------------------------------
+
+project = "pkeyspec"
+author = "the pkeyspec authors"
+copyright = "the pkeyspec authors"
+release = pkeyspec.__version__
+version = release
+
+# -- General -----------------------------------------------------------------
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.doctest",
+    "sphinx.ext.extlinks",
+    "sphinx_copybutton",
+    "sphinx_design",
+]
+
+source_suffix = {".md": "markdown"}
+root_doc = "index"
+exclude_patterns = ["_build", ".venv"]  # relative to docs/
+
+# Every cross-reference must resolve (sphinx-build -n does the same).
+nitpicky = True
+
+# -- MyST --------------------------------------------------------------------
+
+# colon_fence: ::: fences, needed by sphinx-design (tabs, grids, dropdowns).
+# deflist: definition lists for glossary-like pages.
+myst_enable_extensions = ["colon_fence", "deflist"]
+# Headings of levels 1-3 get anchors, so [text](page.md#a-heading) resolves.
+myst_heading_anchors = 3
+
+# -- Doctest -----------------------------------------------------------------
+
+# Examples in the pages are ```{doctest}``` fences.  `make test` runs them with
+# Sybil (docs/conftest.py), and tests/test_site.py runs this builder too; both
+# use this setup and these flags (test_doctest_flags_agree checks it).
+doctest_global_setup = "from pkeyspec import *"
+# Sphinx's default is DONT_ACCEPT_TRUE_FOR_1 | ELLIPSIS | IGNORE_EXCEPTION_DETAIL.
+# We drop IGNORE_EXCEPTION_DETAIL on purpose: an exception's message (the
+# errno, the faulting address) is part of what an example specifies.
+doctest_default_flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+# -- Links -------------------------------------------------------------------
+
+# No intersphinx: builds run offline.  Man pages and kernel sources are plain
+# external links through two roles:
+#
+#   {man}`2/pkey_alloc.2`                     -> https://man7.org/linux/man-pages/man2/pkey_alloc.2.html
+#   {man}`pkey_alloc(2) <2/pkey_alloc.2>`     -> the same link, shown as "pkey_alloc(2)"
+#   {kernel}`mm/mprotect.c`                   -> .../linux.git/tree/mm/mprotect.c
+#
+# The man argument is "<section>/<page>.<section>", i.e. the path under
+# man-pages/man without ".html".
+extlinks = {
+    "man": ("https://man7.org/linux/man-pages/man%s.html", "%s"),
+    "kernel": (
+        "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git/tree/%s",
+        "%s",
+    ),
+}
+
+# -- HTML --------------------------------------------------------------------
+
+html_theme = "furo"
+html_title = f"pkeyspec {release}"
+html_last_updated_fmt = "%Y-%m-%d"
+
+# Copy buttons copy only the code of an example: the lines that start with a
+# prompt (">>> ", "... ", "$ "), without the prompt.  Expected output and
+# expected tracebacks are left out; a block without prompts is copied whole.
+# (Excluding the Pygments classes ".gp, .go" instead would still copy the
+# "Traceback ..." lines of an example that expects an exception.)
+copybutton_exclude = ".linenos"
+copybutton_prompt_text = r">>> |\.\.\. |\$ "
+copybutton_prompt_is_regexp = True
+copybutton_only_copy_prompt_lines = True
+copybutton_copy_empty_lines = False
