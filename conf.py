@@ -35,11 +35,12 @@ extensions = [
     "sphinx.ext.extlinks",
     "sphinx_copybutton",
     "sphinx_design",
+    "pkeyspec.sphinxext.facts",
 ]
 
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", ".venv"]  # relative to docs/
+exclude_patterns = ["_build", ".venv", "_data"]  # relative to docs/
 
 # Every cross-reference must resolve (sphinx-build -n does the same).
 nitpicky = True
@@ -51,6 +52,24 @@ nitpicky = True
 myst_enable_extensions = ["colon_fence", "deflist"]
 # Headings of levels 1-3 get anchors, so [text](page.md#a-heading) resolves.
 myst_heading_anchors = 3
+
+# -- Autodoc (docs/reference/api.md) ----------------------------------------
+
+# Type hints go into each entry's description, where a reader looks for them,
+# instead of making signatures long.
+autodoc_typehints = "description"
+# Members in source order: each module reads top-down like the kernel file it models.
+autodoc_member_order = "bysource"
+# Targets no local inventory can resolve (there is no intersphinx: builds run
+# offline).  Only names that come from the model's own annotations and
+# docstrings belong here; a misspelt pkeyspec name must still fail the build.
+nitpick_ignore = [
+    ("py:mod", "errno"),  # pkeyspec.uapi's docstring names the stdlib modules
+    ("py:mod", "mmap"),  # it checks the constants against
+    ("py:mod", "signal"),
+    ("py:class", "collections.abc.Callable"),  # signals.Sigaction.handler
+    ("py:class", "mm_.Mm"),  # tasks.Process.mm: tasks.py imports mm as mm_
+]
 
 # -- Doctest -----------------------------------------------------------------
 

@@ -10,7 +10,12 @@ from .hardware import (
     X86_PF_PROT, X86_PF_USER, X86_PF_WRITE, decode_pf_error, decode_pkru, pkru_rights,
     pkru_with_rights,
 )
-from .signals import Exited, Killed, Siginfo
+from . import glibc, rfc
+from .signals import (
+    SA_NODEFER, SA_ONSTACK, SA_RESETHAND, SA_SIGINFO, SIG_DFL, SIG_IGN, SS_DISABLE, Exited, Killed,
+    Livelock, Siginfo, SignalContext,
+)
+from .uaccess import PTRACE_PEEKDATA, PTRACE_POKEDATA
 from .system import System
 from .tasks import Process, Thread
 from .uapi import *  # noqa: F403  (Linux's names are the point)
@@ -19,7 +24,9 @@ from .uapi import PAGE_SIZE
 __version__ = "0.1.0"
 
 __all__ = [
-    "System", "Process", "Thread", "Siginfo", "Killed", "Exited",
+    "System", "Process", "Thread", "Siginfo", "Killed", "Exited", "Livelock", "SignalContext",
+    "glibc", "rfc", "SA_NODEFER", "SA_ONSTACK", "SA_RESETHAND", "SA_SIGINFO", "SIG_DFL", "SIG_IGN",
+    "SS_DISABLE", "PTRACE_PEEKDATA", "PTRACE_POKEDATA",
     "INIT_PKRU_VALUE", "PKRU_HW_INIT", "NR_PKEYS", "PKRU_AD_BIT", "PKRU_WD_BIT",
     "X86_PF_PROT", "X86_PF_WRITE", "X86_PF_USER", "X86_PF_INSTR", "X86_PF_PK",
     "pkru_rights", "pkru_with_rights", "decode_pkru", "decode_pf_error", "PAGE_SIZE",

@@ -19,10 +19,12 @@ from .hardware import (
     U32, X86_PF_INSTR, X86_PF_PK, X86_PF_PROT, X86_PF_WRITE, check_user_access, pkru_allows,
 )
 from .mm import TASK_SIZE, VM_ACCESS_FLAGS, VM_WRITE, Vma, pte_for
-from .signals import Killed, Siginfo, force_sig_fault
+from .signals import MAX_REEXECUTIONS, Killed, Livelock, Siginfo, force_sig_fault
 from .uapi import ILL_ILLOPN, PAGE_SHIFT, SEGV_ACCERR, SEGV_MAPERR, SEGV_PKUERR, SI_KERNEL, SIGILL, SIGSEGV
 
 if TYPE_CHECKING:
+    from .mm import Mm
+    from .system import System
     from .tasks import Thread
 
 #: Lowest kernel-half canonical address; between TASK_SIZE and here lies the non-canonical hole.
@@ -30,21 +32,24 @@ KERNEL_HALF = 0xFFFF800000000000
 ACCESS_SIZES = (1, 2, 4, 8)
 
 
-def arch_vma_access_permitted(thread: Thread, vma: Vma, write: bool, execute: bool) -> bool:
+def arch_vma_access_permitted(mm: Mm, pkru: int, vma: Vma, write: bool, execute: bool,
+                              foreign: bool = False) -> bool:
     """The software twin of the hardware key check (``mmu_context.h``).
 
-    Instruction fetch is always permitted on x86 (KERN-EXEC-CHECK).
+    Instruction fetch is always permitted on x86 (KERN-EXEC-CHECK), and so is
+    a foreign access, made on behalf of another process (KERN-FOREIGN-BYPASS).
+    ``pkru`` is the PKRU in the CPU at the time: the faulting thread's.
     """
-    if execute or not thread.process.mm.ospke:
+    if execute or foreign or not mm.ospke:
         return True
-    return pkru_allows(thread.pkru, vma.pkey, write)
+    return pkru_allows(pkru, vma.pkey, write)
 
 
-def access_error(thread: Thread, err: int, vma: Vma) -> bool:
+def access_error(mm: Mm, pkru: int, err: int, vma: Vma) -> bool:
     """``access_error``: is this fault the program's fault rather than a page to fill in?"""
     if err & X86_PF_PK:
         return True
-    if not arch_vma_access_permitted(thread, vma, bool(err & X86_PF_WRITE), bool(err & X86_PF_INSTR)):
+    if not arch_vma_access_permitted(mm, pkru, vma, bool(err & X86_PF_WRITE), bool(err & X86_PF_INSTR)):
         return True
     if err & X86_PF_WRITE:
         return not vma.flags & VM_WRITE
@@ -53,56 +58,85 @@ def access_error(thread: Thread, err: int, vma: Vma) -> bool:
     return not vma.flags & VM_ACCESS_FLAGS
 
 
-def do_user_addr_fault(thread: Thread, addr: int, err: int) -> Siginfo | None:
-    """Handle a user page fault: None if the page was filled in, else the signal to send."""
-    mm = thread.process.mm
-    vma = mm.find_vma(addr)
-    if vma is None:
-        return Siginfo(SIGSEGV, SEGV_MAPERR, addr)
-    if access_error(thread, err, vma):
-        if mm.ospke and (err & X86_PF_PK or not arch_vma_access_permitted(
-                thread, vma, bool(err & X86_PF_WRITE), bool(err & X86_PF_INSTR))):
-            return Siginfo(SIGSEGV, SEGV_PKUERR, addr, vma.pkey)
-        return Siginfo(SIGSEGV, SEGV_ACCERR, addr)
+def fault_in(mm: Mm, vma: Vma, addr: int) -> None:
+    """``handle_mm_fault``: install the PTE for ``addr`` (and the VMA's anon_vma on first use)."""
     if vma.anon_vma is None and vma.shmem is None:
         i = mm.vmas.index(vma)
         vma = mm.vmas[i] = replace(vma, anon_vma=mm.next_anon_vma)
         mm.next_anon_vma += 1
     mm.ptes[addr >> PAGE_SHIFT] = pte_for(vma)
+
+
+def do_user_addr_fault(mm: Mm, pkru: int, addr: int, err: int) -> Siginfo | None:
+    """Handle a page fault on a user address: None if the page was filled in, else the signal."""
+    vma = mm.find_vma(addr)
+    if vma is None:
+        return Siginfo(SIGSEGV, SEGV_MAPERR, addr)
+    if access_error(mm, pkru, err, vma):
+        # bad_area_access_error -> bad_area_access_from_pkeys
+        if mm.ospke and (err & X86_PF_PK or not arch_vma_access_permitted(
+                mm, pkru, vma, bool(err & X86_PF_WRITE), bool(err & X86_PF_INSTR))):
+            return Siginfo(SIGSEGV, SEGV_PKUERR, addr, vma.pkey)
+        return Siginfo(SIGSEGV, SEGV_ACCERR, addr)
+    fault_in(mm, vma, addr)
     return None
 
 
-def user_access(thread: Thread, addr: int, *, write: bool = False,
-                fetch: bool = False) -> Killed | None:
-    """One access to the page of ``addr``, repeated after each page the kernel fills in."""
-    mm = thread.process.mm
-    if TASK_SIZE <= addr < KERNEL_HALF or addr >= 1 << 64:
-        # A non-canonical address: #GP, which Linux reports as SI_KERNEL.
-        return force_sig_fault(thread, Siginfo(SIGSEGV, SI_KERNEL, 0))
+def page_access(mm: Mm, pkru: int, addr: int, *, write: bool = False,
+                fetch: bool = False) -> tuple[Siginfo, int] | None:
+    """One access to the page of ``addr`` by the CPU with ``pkru``, the kernel filling pages in.
+
+    None when the access completes; else the signal Linux would send and
+    the page-fault error code. Kernel accesses to user memory
+    (:mod:`pkeyspec.uaccess`) go through the same checks: PKRU applies to
+    supervisor accesses to user pages too (HW-X86-USER-PAGES).
+    """
     for _ in range(3):
         pte = None if addr >= TASK_SIZE else mm.ptes.get(addr >> PAGE_SHIFT)
-        fault = check_user_access(pte, thread.pkru, write=write, fetch=fetch, pke=mm.ospke)
+        fault = check_user_access(pte, pkru, write=write, fetch=fetch, pke=mm.ospke)
         if fault is None:
             return None
-        info = do_user_addr_fault(thread, addr, fault.error_code)
+        info = do_user_addr_fault(mm, pkru, addr, fault.error_code)
         if info is not None:
-            return force_sig_fault(thread, info, fault.error_code)
+            return info, fault.error_code
     raise AssertionError("model bug: a filled-in page faulted again for the same reason")
 
 
-def _byte_at(thread: Thread, addr: int) -> int:
-    mm = thread.process.mm
+def user_access(thread: Thread, addr: int, *, write: bool = False, fetch: bool = False):
+    """One instruction's access to the page of ``addr``.
+
+    None when it completes. On a fault the signal is delivered; if a handler
+    returns, the instruction runs again (SIG-X86-RESTORE). Otherwise returns
+    how the process ended.
+    """
+    if TASK_SIZE <= addr < KERNEL_HALF or addr >= 1 << 64:
+        # A non-canonical address: #GP, which Linux reports as SI_KERNEL.
+        return force_sig_fault(thread, Siginfo(SIGSEGV, SI_KERNEL, 0))
+    info = None
+    for _ in range(MAX_REEXECUTIONS):
+        fault = page_access(thread.process.mm, thread.pkru, addr, write=write, fetch=fetch)
+        if fault is None:
+            return None
+        info, err = fault
+        end = force_sig_fault(thread, info, err)
+        if end is not None:
+            return end
+    end = Livelock(info)
+    thread.process.terminate(end)
+    return end
+
+
+def byte_at(system: System, mm: Mm, addr: int) -> int:
     vma = mm.find_vma(addr)
     if vma is not None and vma.shmem is not None:
-        return thread.system.shmem[vma.shmem].get(addr - vma.start + vma.offset, 0)
+        return system.shmem[vma.shmem].get(addr - vma.start + vma.offset, 0)
     return mm.memory.get(addr, 0)
 
 
-def _set_byte(thread: Thread, addr: int, value: int) -> None:
-    mm = thread.process.mm
+def set_byte(system: System, mm: Mm, addr: int, value: int) -> None:
     vma = mm.find_vma(addr)
     if vma is not None and vma.shmem is not None:
-        thread.system.shmem[vma.shmem][addr - vma.start + vma.offset] = value
+        system.shmem[vma.shmem][addr - vma.start + vma.offset] = value
     else:
         mm.memory[addr] = value
 
@@ -129,7 +163,7 @@ def load(thread: Thread, addr: int, size: int = 1) -> int | Killed:
         end = user_access(thread, a)
         if end is not None:
             return end
-    return int.from_bytes(bytes(_byte_at(thread, addr + i) for i in range(size)), "little")
+    return int.from_bytes(bytes(byte_at(thread.system, thread.process.mm, addr + i) for i in range(size)), "little")
 
 
 def store(thread: Thread, addr: int, value: int, size: int = 1) -> None | Killed:
@@ -141,7 +175,7 @@ def store(thread: Thread, addr: int, value: int, size: int = 1) -> None | Killed
         if end is not None:
             return end
     for i, b in enumerate(data):
-        _set_byte(thread, addr + i, b)
+        set_byte(thread.system, thread.process.mm, addr + i, b)
     return None
 
 
@@ -149,7 +183,7 @@ def execute(thread: Thread, addr: int) -> int | Killed:
     """Fetch the instruction byte at ``addr``; keys never stop a fetch (HW-X86-DATA-ONLY)."""
     addr = cabi.ulong(addr)
     end = user_access(thread, addr, fetch=True)
-    return end if end is not None else _byte_at(thread, addr)
+    return end if end is not None else byte_at(thread.system, thread.process.mm, addr)
 
 
 def rdpkru(thread: Thread, ecx: int = 0) -> int | Killed:

@@ -1,21 +1,55 @@
-"""Signals as the model delivers them: siginfo, and how a process ends.
+"""Signals on x86: siginfo, handlers, the signal frame, sigreturn, and how a process ends.
 
 A fault in the model never raises a Python exception. The kernel turns it
-into a signal (``force_sig_fault`` in ``kernel/signal.c``); with no handler
-the default action of SIGSEGV and SIGILL ends the whole process, and the
-model records that ending as a :class:`Killed` value, like ``wait(2)``
-reports it.
+into a signal (``force_sig_fault`` in ``kernel/signal.c``). With no handler
+the default action ends the whole process, recorded as a :class:`Killed`
+value, the way ``wait(2)`` reports it. With a handler, the kernel writes a
+signal frame on the thread's stack or alternate stack, runs the handler
+with PKRU = ``init_pkru``, and ``rt_sigreturn`` restores the PKRU saved in
+the frame (``arch/x86/kernel/signal.c``: ``get_sigframe``,
+``handle_signal``; ``arch/x86/kernel/fpu/signal.c``).
+
+Where Linux versions differ (SIG-X86-612-PERMISSIVE-XSAVE): before 6.12 the
+frame is written under the interrupted PKRU, so a PKRU that denies the
+stack's key kills the process; from 6.12 the frame is written with every key
+open.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .uapi import SI_CODE_NAMES, SIGNAL_NAMES
+from .hardware import PKRU_HW_INIT, XFEATURE_PKRU
+from .uapi import SI_CODE_NAMES, SI_KERNEL, SIGNAL_NAMES, SIGSEGV
 
 if TYPE_CHECKING:
     from .tasks import Thread
+
+SIG_DFL = 0
+SIG_IGN = 1
+SA_SIGINFO = 0x00000004
+SA_ONSTACK = 0x08000000
+SA_NODEFER = 0x40000000
+SA_RESETHAND = 0x80000000
+SS_ONSTACK = 1
+SS_DISABLE = 2
+#: ``MINSIGSTKSZ`` of the UAPI; smaller alternate stacks are refused with ENOMEM.
+MINSIGSTKSZ = 2048
+
+#: The XSAVE image in the frame: XSTATE_BV at byte 512, PKRU at byte 2688
+#: (the offset observed in the frames of all three kernels).
+XSAVE_XSTATE_BV_OFFSET = 512
+XSAVE_PKRU_OFFSET = 2688
+XSAVE_SIZE = 2696
+#: The rest of ``struct rt_sigframe`` (return address, ucontext, siginfo).
+RT_SIGFRAME_SIZE = 440
+#: The x86-64 red zone the kernel skips when it stays on the current stack.
+RED_ZONE = 128
+#: How often the model lets a faulting instruction run again after a
+#: handler returned without fixing anything, before it calls it a livelock.
+MAX_REEXECUTIONS = 8
 
 
 def signal_name(signo: int) -> str:
@@ -75,14 +109,181 @@ class Killed:
         return f"Killed({text})"
 
 
-def force_sig_fault(thread: Thread, info: Siginfo, err: int | None = None) -> Killed | None:
-    """Deliver a synchronous fault signal to ``thread``.
+@dataclass(frozen=True)
+class Livelock:
+    """A handler kept returning without fixing the fault.
 
-    Returns the process's end when the signal ends it, or None when the
-    thread goes on (a handler returned, and the faulting instruction is
-    executed again). The model has no user handlers yet: the default action
-    of SIGSEGV and SIGILL (core dump) ends every thread of the process.
+    Linux would run the faulting instruction again forever; the model stops
+    after :data:`MAX_REEXECUTIONS` and records this instead.
     """
+
+    siginfo: Siginfo
+
+    def __repr__(self) -> str:
+        return f"Livelock({repr(self.siginfo)[len('Siginfo('):-1]})"
+
+
+@dataclass(frozen=True)
+class Sigaction:
+    """A ``struct sigaction``: the handler, its flags, and how it starts.
+
+    ``handler`` is SIG_DFL, SIG_IGN or a Python callable taking a
+    :class:`SignalContext`. ``touches_stack`` says what its first
+    instruction does: a handler compiled from C pushes onto its stack at
+    once (so its stack's key must be open under ``init_pkru``:
+    SIG-HANDLER-STACK-KEY); an assembly handler such as the selftests' can
+    fix PKRU first.
+    """
+
+    handler: Callable[[SignalContext], None] | int = SIG_DFL
+    flags: int = 0
+    touches_stack: bool = True
+
+
+class SignalContext:
+    """What a handler sees: the thread, the siginfo, and the frame in memory.
+
+    The frame is user memory: reading or editing the saved PKRU is a load or
+    a store by the handler, checked against the handler's PKRU like any
+    other access.
+    """
+
+    def __init__(self, thread: Thread, info: Siginfo, frame: int, fpstate: int,
+                 err: int | None) -> None:
+        self.thread = thread
+        self.info = info
+        self.frame = frame
+        self.fpstate = fpstate
+        self.err = err
+
+    @property
+    def frame_pkru_address(self) -> int:
+        """Where ``uc_mcontext.fpregs`` keeps PKRU: the XSAVE image + 2688."""
+        return self.fpstate + XSAVE_PKRU_OFFSET
+
+    @property
+    def xstate_bv_address(self) -> int:
+        return self.fpstate + XSAVE_XSTATE_BV_OFFSET
+
+    def frame_pkru(self):
+        """Load the saved PKRU from the frame (the interrupted thread's value)."""
+        return self.thread.load(self.frame_pkru_address, 4)
+
+    def set_frame_pkru(self, value: int):
+        """Store a new PKRU into the frame; sigreturn will load it (SIG-X86-HANDLER-WRPKRU-LOST)."""
+        return self.thread.store(self.frame_pkru_address, value, 4)
+
+    def __repr__(self) -> str:
+        return f"<SignalContext {self.info!r} frame={self.frame:#x}>"
+
+
+def default_action_ends(signo: int) -> bool:
+    """SIGSEGV, SIGILL, SIGKILL, SIGUSR1 and SIGUSR2 all end the process by default."""
+    return True
+
+
+def _end_by(thread: Thread, info: Siginfo, err: int | None) -> Killed:
     end = Killed(info.si_signo, info, err)
     thread.process.terminate(end)
     return end
+
+
+def force_sig_fault(thread: Thread, info: Siginfo, err: int | None = None):
+    """Deliver a synchronous fault signal to ``thread`` (``force_sig_fault``).
+
+    A forced signal that the thread blocks (it faulted inside the handler of
+    the same signal) or ignores is unblocked and reset to SIG_DFL, so it
+    ends the process. Returns the process's end, or None when a handler ran
+    and returned, so the faulting instruction runs again.
+    """
+    action = thread.process.sigactions.get(info.si_signo, Sigaction())
+    if info.si_signo in thread.blocked or action.handler == SIG_IGN:
+        thread.process.sigactions[info.si_signo] = Sigaction()
+        thread.blocked.discard(info.si_signo)
+        action = Sigaction()
+    return deliver(thread, info, err, action)
+
+
+def send_signal(thread: Thread, signo: int):
+    """An asynchronous signal (``tgkill``) reaches ``thread``: delivered now, or pending if blocked."""
+    action = thread.process.sigactions.get(signo, Sigaction())
+    if action.handler == SIG_IGN:
+        return None
+    if signo in thread.blocked:
+        thread.pending.append(signo)
+        return None
+    return deliver(thread, Siginfo(signo, 0), None, action)
+
+
+def deliver(thread: Thread, info: Siginfo, err: int | None, action: Sigaction):
+    """``handle_signal``: default action, or frame + handler + sigreturn."""
+    if action.handler == SIG_DFL:
+        return _end_by(thread, info, err)
+    from .uaccess import copy_to_user_with_pkru
+    proc, system = thread.process, thread.system
+    # get_sigframe: the alternate stack when asked for and not already on it.
+    on_alt = thread.on_altstack()
+    if action.flags & SA_ONSTACK and thread.altstack is not None and not on_alt:
+        top = thread.altstack[0] + thread.altstack[1]
+    else:
+        top = thread.sp - RED_ZONE
+    fpstate = (top - XSAVE_SIZE - 4) & ~63
+    frame = ((fpstate - RT_SIGFRAME_SIZE) & ~15) - 8
+    # The kernel writes the frame with copy_to_user: before 6.12 under the
+    # interrupted PKRU; from 6.12 with every key open (PKRU = 0).
+    write_pkru = PKRU_HW_INIT if system.kernel >= (6, 12) else thread.pkru
+    image = bytearray(top - frame)
+    xstate_bv = 1 << XFEATURE_PKRU
+    bv_at = fpstate - frame + XSAVE_XSTATE_BV_OFFSET
+    pkru_at = fpstate - frame + XSAVE_PKRU_OFFSET
+    image[bv_at:bv_at + 8] = xstate_bv.to_bytes(8, "little")
+    image[pkru_at:pkru_at + 4] = thread.pkru.to_bytes(4, "little")
+    if copy_to_user_with_pkru(thread, frame, bytes(image), write_pkru) < 0:
+        # force_sigsegv: the frame cannot be written; SIGSEGV with SI_KERNEL ends the process.
+        return _end_by(thread, Siginfo(SIGSEGV, SI_KERNEL, 0), None)
+    saved = (thread.sp, set(thread.blocked))
+    # The handler runs with the global init_pkru (SIG-X86-HANDLER-RIGHTS, SIG-HANDLER-RIGHTS-GLOBAL).
+    thread.pkru = system.init_pkru_value
+    thread.sp = frame
+    if not action.flags & SA_NODEFER:
+        thread.blocked.add(info.si_signo)
+    if action.flags & SA_RESETHAND:
+        proc.sigactions[info.si_signo] = Sigaction()
+    thread.handler_depth += 1
+    try:
+        if action.touches_stack and thread.store(frame - 8, 0, 8) is not None:
+            return proc.end
+        ctx = SignalContext(thread, info, frame, fpstate, err)
+        try:
+            action.handler(ctx)
+        except ProcessLookupError:
+            if proc.end is None:
+                raise
+        if proc.end is not None:
+            return proc.end
+        return sigreturn(thread, fpstate, saved)
+    finally:
+        thread.handler_depth -= 1
+
+
+def sigreturn(thread: Thread, fpstate: int, saved):
+    """``rt_sigreturn``: read the frame under the current PKRU, restore PKRU and the mask.
+
+    PKRU comes back from the frame's XSAVE image; if XSTATE_BV bit 9 is
+    clear, XRSTOR loads the hardware init value 0 (INIT-PKRU-VS-HW-INIT,
+    SEC-SIGRETURN).
+    """
+    from .uaccess import copy_from_user
+    image = copy_from_user(thread, fpstate, XSAVE_SIZE)
+    if isinstance(image, int):
+        return _end_by(thread, Siginfo(SIGSEGV, SI_KERNEL, 0), None)
+    xstate_bv = int.from_bytes(image[XSAVE_XSTATE_BV_OFFSET:XSAVE_XSTATE_BV_OFFSET + 8], "little")
+    pkru = int.from_bytes(image[XSAVE_PKRU_OFFSET:XSAVE_PKRU_OFFSET + 4], "little")
+    thread.pkru = pkru if xstate_bv & (1 << XFEATURE_PKRU) else PKRU_HW_INIT
+    thread.sp, thread.blocked = saved
+    while thread.pending and thread.process.end is None:
+        signo = thread.pending.pop(0)
+        end = send_signal(thread, signo)
+        if end is not None:
+            return end
+    return None

@@ -9,9 +9,37 @@ from __future__ import annotations
 
 import copy
 
+import os
+
 from .hardware import INIT_PKRU_VALUE, U32
 from .mm import Mm, initial_vmas
+from .signals import SIG_IGN
 from .tasks import Process, Thread
+from .uapi import EINVAL, ENOENT
+
+
+
+def initial_sp(mm: Mm) -> int:
+    """The main thread's stack pointer after exec: below the top page (argv, environment)."""
+    stack = next(v for v in mm.vmas if v.name == "[stack]")
+    return stack.end - 0x1000
+
+
+def kstrtouint(text: str) -> int | None:
+    """``kstrtouint(s, 0, &v)``: base from the prefix, one trailing newline allowed; None on error."""
+    s = text[1:] if text.startswith("+") else text
+    if s.endswith("\n"):
+        s = s[:-1]
+    if s[:2].lower() == "0x":
+        base, digits = 16, s[2:]
+    elif s.startswith("0") and len(s) > 1:
+        base, digits = 8, s[1:]
+    else:
+        base, digits = 10, s
+    if not digits or any(c not in "0123456789abcdef"[:base] for c in digits.lower()):
+        return None
+    value = int(digits, base)
+    return value if value <= U32 else None
 
 #: The kernels the project observes (linux-observed.md); the default is the newest.
 KNOWN_KERNELS = ("6.1", "6.12", "7.2")
@@ -76,7 +104,7 @@ class System:
         pid = self._new_id()
         proc = Process(self, pid, self._fresh_mm())
         self.processes[pid] = proc
-        thread = Thread(proc, pid, self.init_pkru_value)
+        thread = Thread(proc, pid, self.init_pkru_value, sp=initial_sp(proc.mm))
         proc.threads.append(thread)
         return thread
 
@@ -85,20 +113,26 @@ class System:
         mm.vmas = initial_vmas(self.kernel)
         return mm
 
-    def new_thread(self, proc: Process, pkru: int) -> Thread:
-        thread = Thread(proc, self._new_id(), pkru)
+    def new_thread(self, proc: Process, pkru: int, sp: int) -> Thread:
+        thread = Thread(proc, self._new_id(), pkru, sp=sp)
         proc.threads.append(thread)
         return thread
 
     def fork(self, parent: Thread) -> Thread:
         pid = self._new_id()
+        # The whole mm is copied: VMAs with their keys, the allocation map and
+        # the execute-only key. Shared anonymous memory stays shared (same shmem id).
         child_mm = copy.deepcopy(parent.process.mm)
-        for vma in child_mm.vmas:
-            if vma.shmem is not None:
-                pass  # shared anonymous memory stays shared: same object id
-        proc = Process(self, pid, child_mm)
+        proc = Process(self, pid, child_mm, sigactions=dict(parent.process.sigactions),
+                       fds=dict(parent.process.fds))
+        for f in proc.fds.values():
+            if hasattr(f, "pipe"):
+                if f.write:
+                    f.pipe.writers += 1
+                else:
+                    f.pipe.readers += 1
         self.processes[pid] = proc
-        thread = Thread(proc, pid, parent.pkru)
+        thread = Thread(proc, pid, parent.pkru, sp=parent.sp, altstack=parent.altstack)
         proc.threads.append(thread)
         return thread
 
@@ -107,7 +141,34 @@ class System:
         proc.mm = self._fresh_mm()
         proc.threads[:] = [thread]
         thread.pkru = self.init_pkru_value
+        thread.sp, thread.altstack = initial_sp(proc.mm), None
+        thread.blocked.clear()
+        # Handlers do not survive exec; ignored signals stay ignored.
+        proc.sigactions = {s: a for s, a in proc.sigactions.items() if a.handler == SIG_IGN}
         return thread
+
+    # --- debugfs ----------------------------------------------------------------
+    def debugfs_read(self, path: str) -> str:
+        """Read a debugfs file; only ``x86/init_pkru`` exists, and only with PKU."""
+        if path != "x86/init_pkru" or not self.ospke:
+            raise FileNotFoundError(ENOENT, os.strerror(ENOENT), path)
+        return f"{self.init_pkru_value:#x}\n"
+
+    def debugfs_write(self, path: str, data: str) -> int:
+        """Write ``x86/init_pkru`` (``init_pkru_write_file``): returns the count written.
+
+        The kernel parses at most 31 bytes with ``kstrtouint(buf, 0, ...)`` and
+        refuses a value that sets AD or WD for key 0 (INIT-PKRU-TUNABLE). The
+        new value affects contexts created afterwards: exec and signal
+        handlers, not running threads.
+        """
+        if path != "x86/init_pkru" or not self.ospke:
+            raise FileNotFoundError(ENOENT, os.strerror(ENOENT), path)
+        value = kstrtouint(data[:31])
+        if value is None or value & 0x3:
+            raise OSError(EINVAL, os.strerror(EINVAL))
+        self.init_pkru_value = value
+        return len(data)
 
     # --- state ----------------------------------------------------------------
     def copy(self) -> System:
@@ -123,6 +184,9 @@ class System:
                           tuple((v.start, v.end, v.flags, v.pkey, v.name, v.anon_vma, v.shmem)
                                 for v in mm.vmas),
                           tuple(sorted(mm.ptes.items())), tuple(sorted(mm.memory.items())),
-                          tuple((t.tid, t.pkru) for t in p.threads)))
+                          tuple((t.tid, t.pkru, t.sp, t.altstack, tuple(sorted(t.blocked)),
+                                 tuple(t.pending)) for t in p.threads),
+                          tuple(sorted((s, repr(a)) for s, a in p.sigactions.items())),
+                          tuple(sorted((fd, repr(f)) for fd, f in p.fds.items()))))
         shm = tuple((k, tuple(sorted(v.items()))) for k, v in sorted(self.shmem.items()))
         return (tuple(procs), shm)

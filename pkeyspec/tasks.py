@@ -18,9 +18,9 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import access, keys, mm as mm_
-from .signals import Exited, Killed
-from .uapi import ESRCH
+from . import access, cabi, keys, mm as mm_, signals, uaccess
+from .signals import MINSIGSTKSZ, SS_DISABLE, SS_ONSTACK, Exited, Killed, Sigaction
+from .uapi import EINVAL, ENOMEM, EPERM, ESRCH
 
 if TYPE_CHECKING:
     from .system import System
@@ -42,6 +42,17 @@ class Process:
     mm: mm_.Mm
     threads: list[Thread] = field(default_factory=list)
     end: Exited | Killed | None = None
+    #: Signal dispositions, shared by the threads (``sigaction``).
+    sigactions: dict[int, Sigaction] = field(default_factory=dict)
+    #: Open files: pipe ends and ``/proc/PID/mem``.
+    fds: dict[int, object] = field(default_factory=dict)
+
+    def alloc_fd(self, f: object) -> int:
+        fd = 3
+        while fd in self.fds:
+            fd += 1
+        self.fds[fd] = f
+        return fd
 
     @property
     def main(self) -> Thread:
@@ -67,6 +78,17 @@ class Thread:
     process: Process
     tid: int
     pkru: int
+    #: The stack pointer: where a signal frame goes when no alternate stack is used.
+    sp: int = 0
+    #: ``sigaltstack``: (ss_sp, ss_size), or None.
+    altstack: tuple[int, int] | None = None
+    blocked: set[int] = field(default_factory=set)
+    pending: list[int] = field(default_factory=list)
+    handler_depth: int = 0
+
+    def on_altstack(self) -> bool:
+        return self.altstack is not None and \
+            self.altstack[0] < self.sp <= self.altstack[0] + self.altstack[1]
 
     @property
     def system(self) -> System:
@@ -79,6 +101,13 @@ class Thread:
     def _enter(self) -> None:
         if self.process.end is not None:
             raise ProcessLookupError(ESRCH, f"thread {self.tid} has ended: {self.process.end!r}")
+        if self not in self.process.threads:
+            raise ProcessLookupError(ESRCH, f"thread {self.tid} has ended")
+        while self.pending and not self.blocked & set(self.pending):
+            # A signal sent to this thread by another one is delivered on its way back to user space.
+            signals.send_signal(self, self.pending.pop(0))
+            if self.process.end is not None:
+                raise ProcessLookupError(ESRCH, f"thread {self.tid} has ended: {self.process.end!r}")
 
     def __repr__(self) -> str:
         return f"<Thread {self.tid} of process {self.process.pid} pkru={self.pkru:#010x}>"
@@ -130,11 +159,116 @@ class Thread:
         self._enter()
         return mm_.smaps_pkey(self.process.mm, addr)
 
-    # --- tasks -----------------------------------------------------------
-    def clone(self) -> Thread:
-        """A new thread in this process; it starts with this thread's *current* PKRU."""
+    # --- files and kernel access to user memory --------------------------------
+    def pipe(self) -> tuple[int, int]:
+        """``pipe2(O_NONBLOCK)``: (read end, write end). Model pipes never block."""
         self._enter()
-        return self.system.new_thread(self.process, self.pkru)
+        return uaccess.sys_pipe(self)
+
+    def read(self, fd: int, buf: int, count: int) -> int:
+        """``read(2)``; the kernel writes ``buf`` under this thread's PKRU (KERN-COPY-USER)."""
+        self._enter()
+        return _syscall(uaccess.sys_read(self, fd, buf, count))
+
+    def write(self, fd: int, buf: int, count: int) -> int:
+        """``write(2)``; the kernel reads ``buf`` under this thread's PKRU (KERN-COPY-USER)."""
+        self._enter()
+        return _syscall(uaccess.sys_write(self, fd, buf, count))
+
+    def close(self, fd: int) -> int:
+        self._enter()
+        return _syscall(uaccess.sys_close(self, fd))
+
+    def open_proc_mem(self, pid: int = 0) -> int:
+        """``open("/proc/PID/mem", O_RDWR)``; pid 0 is ``/proc/self/mem``."""
+        self._enter()
+        return _syscall(uaccess.sys_open_proc_mem(self, pid))
+
+    def pread(self, fd: int, buf: int, count: int, offset: int) -> int:
+        """``pread(2)``; on ``/proc/PID/mem`` the target is read without key checks."""
+        self._enter()
+        return _syscall(uaccess.sys_pread(self, fd, buf, count, offset))
+
+    def pwrite(self, fd: int, buf: int, count: int, offset: int) -> int:
+        """``pwrite(2)``; on ``/proc/PID/mem`` the target is written without key checks."""
+        self._enter()
+        return _syscall(uaccess.sys_pwrite(self, fd, buf, count, offset))
+
+    def process_vm_readv(self, pid: int, local_iov, remote_iov, flags: int = 0) -> int:
+        """``process_vm_readv(2)`` with iovecs as lists of (base, len)."""
+        self._enter()
+        return _syscall(uaccess.sys_process_vm_readv(self, pid, local_iov, remote_iov, flags))
+
+    def process_vm_writev(self, pid: int, local_iov, remote_iov, flags: int = 0) -> int:
+        """``process_vm_writev(2)`` with iovecs as lists of (base, len)."""
+        self._enter()
+        return _syscall(uaccess.sys_process_vm_writev(self, pid, local_iov, remote_iov, flags))
+
+    def ptrace(self, request: int, pid: int, addr: int, data: int = 0) -> int:
+        """``ptrace(2)``: PTRACE_PEEKDATA and PTRACE_POKEDATA only."""
+        self._enter()
+        return _syscall(uaccess.sys_ptrace(self, request, pid, addr, data))
+
+    # --- signals ------------------------------------------------------------
+    def sigaction(self, signum: int, handler, flags: int = 0, *,
+                  touches_stack: bool = True) -> Sigaction:
+        """Install a handler (a callable taking a SignalContext, SIG_DFL or SIG_IGN); returns the old one."""
+        self._enter()
+        signum = cabi.int32(signum)
+        if signum < 1 or signum > 64 or signum in (9, 19):
+            raise OSError(EINVAL, os.strerror(EINVAL))
+        old = self.process.sigactions.get(signum, Sigaction())
+        self.process.sigactions[signum] = Sigaction(handler, cabi.ulong(flags), touches_stack)
+        return old
+
+    def sigaltstack(self, ss_sp: int, ss_size: int, ss_flags: int = 0) -> int:
+        """``sigaltstack(2)``: set this thread's alternate signal stack (or SS_DISABLE it)."""
+        self._enter()
+        ss_sp, ss_size, ss_flags = cabi.ulong(ss_sp), cabi.ulong(ss_size), cabi.int32(ss_flags)
+        if self.on_altstack():
+            raise OSError(EPERM, os.strerror(EPERM))
+        if ss_flags not in (0, SS_ONSTACK, SS_DISABLE):
+            raise OSError(EINVAL, os.strerror(EINVAL))
+        if ss_flags == SS_DISABLE:
+            self.altstack = None
+            return 0
+        if ss_size < MINSIGSTKSZ:
+            raise OSError(ENOMEM, os.strerror(ENOMEM))
+        self.altstack = (ss_sp, ss_size)
+        return 0
+
+    def raise_signal(self, signum: int):
+        """``raise(3)``: send ``signum`` to this thread; returns how the process ended, or None."""
+        self._enter()
+        return signals.send_signal(self, cabi.int32(signum))
+
+    def tgkill(self, tid: int, signum: int) -> int:
+        """Send ``signum`` to thread ``tid`` of this process; it is delivered when that thread runs next."""
+        self._enter()
+        target = next((t for t in self.process.threads if t.tid == tid), None)
+        if target is None:
+            raise ProcessLookupError(ESRCH, os.strerror(ESRCH))
+        if target is self:
+            signals.send_signal(self, cabi.int32(signum))
+        else:
+            target.pending.append(cabi.int32(signum))
+        return 0
+
+    # --- tasks -----------------------------------------------------------
+    def clone(self, stack: int | None = None) -> Thread:
+        """A new thread in this process; it starts with this thread's *current* PKRU (THR-CLONE-INHERITS).
+
+        ``stack`` is the new thread's stack top; without one the model maps
+        a 64 KiB stack for it, as ``pthread_create`` does (key 0).
+        """
+        self._enter()
+        if stack is None:
+            from .uapi import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
+            size = 64 * 1024
+            base = _syscall(mm_.sys_mmap(self, 0, size, PROT_READ | PROT_WRITE,
+                                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0))
+            stack = base + size
+        return self.system.new_thread(self.process, self.pkru, stack)
 
     def fork(self) -> Thread:
         """A child process; returns its only thread.

@@ -47,6 +47,10 @@ EINVAL = _errno.EINVAL
 ENOSPC = _errno.ENOSPC
 ENOSYS = _errno.ENOSYS
 EOVERFLOW = _errno.EOVERFLOW
+EAGAIN = _errno.EAGAIN
+EIO = _errno.EIO
+ENOENT = _errno.ENOENT
+ERANGE = _errno.ERANGE
 
 # Signals (arch/x86/include/uapi/asm/signal.h)
 SIGILL = 4

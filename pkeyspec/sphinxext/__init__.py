@@ -1,0 +1,1 @@
+"""Sphinx extensions of the pkeyspec site, one concern per module."""

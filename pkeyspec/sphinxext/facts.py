@@ -1,0 +1,46 @@
+"""The ``{fact}`` role: cite a fact of the catalogue by its stable ID.
+
+``{fact}`SYS-FREE-KEY0``` renders the ID as code with the class ``fact``.
+An ID that is not in ``docs/_data/facts.tsv`` is a warning, so the strict
+build fails on a typo or on a citation of a fact nobody catalogued.
+"""
+
+from pathlib import Path
+
+from docutils import nodes
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
+
+
+def load_fact_ids(path: Path) -> dict[str, str]:
+    """ID -> kind, from a tab-separated file with ``#`` comments."""
+    facts = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            fact_id, kind = line.split("\t", 1)
+            facts[fact_id] = kind
+    return facts
+
+
+def fact_role(name, rawtext, text, lineno, inliner, options=None, content=()):
+    env = inliner.document.settings.env
+    facts = env.app.pkeyspec_facts
+    fact_id = text.strip()
+    node = nodes.literal(rawtext, fact_id, classes=["fact"])
+    if fact_id not in facts:
+        logger.warning("unknown fact ID %r", fact_id, location=(env.docname, lineno))
+    else:
+        node["reftitle"] = facts[fact_id]
+    return [node], []
+
+
+def _load(app):
+    app.pkeyspec_facts = load_fact_ids(Path(app.srcdir) / app.config.pkeyspec_facts_file)
+
+
+def setup(app):
+    app.add_config_value("pkeyspec_facts_file", "_data/facts.tsv", "env")
+    app.connect("builder-inited", _load)
+    app.add_role("fact", fact_role)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,339 @@
+"""The kernel's accesses to user memory: its own (checked) and foreign ones (not).
+
+When a system call copies to or from a buffer of the calling process
+(``copy_to_user``, ``copy_from_user``), the CPU checks the page and the
+calling thread's PKRU exactly as for the thread's own access: PKRU applies
+to supervisor accesses to user pages (HW-X86-USER-PAGES). A denied copy is
+not a signal: the kernel's exception fixup makes the call fail with EFAULT
+(KERN-COPY-USER; observed, rows l).
+
+A foreign access is made on behalf of a process into another mm, or through
+an interface that reaches memory "remotely" even in the same process:
+``/proc/PID/mem``, the remote side of ``process_vm_readv``/``process_vm_writev``,
+``ptrace(PTRACE_PEEKDATA)``. Keys are not checked there at all
+(KERN-FOREIGN-BYPASS; observed, rows m). Sources: ``mm/memory.c``
+(``__access_remote_vm``), ``mm/gup.c`` (``check_vma_flags``),
+``fs/proc/base.c`` (``mem_rw``), ``mm/process_vm_access.c``,
+``kernel/ptrace.c`` (``generic_ptrace_peekdata``), ``fs/pipe.c``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from . import cabi
+from .access import byte_at, fault_in, page_access, set_byte
+from .mm import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE
+from .uapi import EAGAIN, EBADF, EFAULT, EINVAL, EIO, ENOENT, ESRCH, PAGE_SHIFT, PAGE_SIZE
+
+if TYPE_CHECKING:
+    from .mm import Mm
+    from .system import System
+    from .tasks import Thread
+
+PTRACE_PEEKDATA = 2
+PTRACE_POKEDATA = 5
+#: The model's pipes never block (as if made with ``pipe2(O_NONBLOCK)``):
+#: no step of the model may wait.
+PIPE_BUF_SIZE = 65536
+
+
+def _pages(addr: int, length: int):
+    """(first address, byte count) for each page the range touches."""
+    end = addr + length
+    while addr < end:
+        n = min(end, (addr & ~(PAGE_SIZE - 1)) + PAGE_SIZE) - addr
+        yield addr, n
+        addr += n
+
+
+def copy_to_user_with_pkru(thread: Thread, addr: int, data: bytes, pkru: int) -> int:
+    """Write ``data`` at ``addr`` as the kernel does, with ``pkru`` in the CPU.
+
+    Returns the number of bytes written (a denied page stops the copy), or
+    -EFAULT when not even the first byte could be written.
+    """
+    mm, system = thread.process.mm, thread.system
+    done = 0
+    for a, n in _pages(addr, len(data)):
+        if addr >= 1 << 64 or page_access(mm, pkru, a, write=True) is not None:
+            break
+        for i in range(n):
+            set_byte(system, mm, a + i, data[done + i])
+        done += n
+    return done if done or not data else -EFAULT
+
+
+def copy_to_user(thread: Thread, addr: int, data: bytes) -> int:
+    """``copy_to_user`` under the calling thread's PKRU."""
+    return copy_to_user_with_pkru(thread, addr, data, thread.pkru)
+
+
+def copy_from_user(thread: Thread, addr: int, length: int) -> bytes | int:
+    """``copy_from_user`` under the calling thread's PKRU: the bytes, or -EFAULT.
+
+    A copy that stops part way returns the bytes it got.
+    """
+    mm, system = thread.process.mm, thread.system
+    out = bytearray()
+    for a, n in _pages(addr, length):
+        if page_access(mm, thread.pkru, a) is not None:
+            break
+        out += bytes(byte_at(system, mm, a + i) for i in range(n))
+    return bytes(out) if out or not length else -EFAULT
+
+
+def access_remote_vm(system: System, mm: Mm, addr: int, length: int, *, write: bool,
+                     data: bytes = b"", force: bool) -> bytes | int:
+    """``__access_remote_vm``: a foreign access, which never looks at keys.
+
+    With FOLL_FORCE (``/proc/PID/mem``, ptrace) a VMA that may be made
+    readable or writable (VM_MAYREAD, VM_MAYWRITE) is enough; without it
+    (``process_vm_*``) the VMA must be readable or writable now. Returns the
+    bytes read or the count written; -EFAULT if nothing could be done.
+    """
+    out = bytearray()
+    done = 0
+    for a, n in _pages(addr, length):
+        vma = mm.find_vma(a)
+        if vma is None:
+            break
+        need, may = (VM_WRITE, VM_MAYWRITE) if write else (VM_READ, VM_MAYREAD)
+        if not vma.flags & need and not (force and vma.flags & may):
+            break
+        if (a >> PAGE_SHIFT) not in mm.ptes:
+            fault_in(mm, vma, a)
+        for i in range(n):
+            if write:
+                set_byte(system, mm, a + i, data[done + i])
+            else:
+                out.append(byte_at(system, mm, a + i))
+        done += n
+    if not done:
+        return -EFAULT
+    return bytes(out) if not write else done
+
+
+@dataclass(eq=False)
+class Pipe:
+    """A pipe's buffer, shared by its two ends."""
+
+    data: bytearray = field(default_factory=bytearray)
+    readers: int = 1
+    writers: int = 1
+
+
+@dataclass(eq=False)
+class PipeEnd:
+    pipe: Pipe
+    write: bool
+
+
+@dataclass(eq=False)
+class ProcMem:
+    """An open ``/proc/PID/mem``."""
+
+    pid: int
+
+
+def _file(thread: Thread, fd: int):
+    f = thread.process.fds.get(cabi.int32(fd))
+    if f is None:
+        return -EBADF
+    return f
+
+
+def sys_pipe(thread: Thread) -> tuple[int, int]:
+    proc = thread.process
+    p = Pipe()
+    rfd = proc.alloc_fd(PipeEnd(p, False))
+    wfd = proc.alloc_fd(PipeEnd(p, True))
+    return rfd, wfd
+
+
+def sys_close(thread: Thread, fd: int) -> int:
+    f = _file(thread, fd)
+    if isinstance(f, int):
+        return f
+    del thread.process.fds[cabi.int32(fd)]
+    if isinstance(f, PipeEnd):
+        if f.write:
+            f.pipe.writers -= 1
+        else:
+            f.pipe.readers -= 1
+    return 0
+
+
+def sys_write(thread: Thread, fd: int, buf: int, count: int) -> int:
+    """``write(2)`` to a pipe: the kernel copies from ``buf`` under the caller's PKRU."""
+    buf, count = cabi.ulong(buf), cabi.ulong(count)
+    f = _file(thread, fd)
+    if isinstance(f, int):
+        return f
+    if not isinstance(f, PipeEnd) or not f.write:
+        return -EBADF
+    if count == 0:
+        return 0
+    count = min(count, PIPE_BUF_SIZE - len(f.pipe.data))
+    if count == 0:
+        return -EAGAIN
+    data = copy_from_user(thread, buf, count)
+    if isinstance(data, int):
+        return data
+    f.pipe.data += data
+    return len(data)
+
+
+def sys_read(thread: Thread, fd: int, buf: int, count: int) -> int:
+    """``read(2)`` from a pipe: the kernel copies into ``buf`` under the caller's PKRU.
+
+    What could not be copied stays in the pipe.
+    """
+    buf, count = cabi.ulong(buf), cabi.ulong(count)
+    f = _file(thread, fd)
+    if isinstance(f, int):
+        return f
+    if not isinstance(f, PipeEnd) or f.write:
+        return -EBADF
+    if count == 0:
+        return 0
+    if not f.pipe.data:
+        return 0 if f.pipe.writers == 0 else -EAGAIN
+    chunk = bytes(f.pipe.data[:count])
+    done = copy_to_user(thread, buf, chunk)
+    if done > 0:
+        del f.pipe.data[:done]
+    return done
+
+
+def sys_open_proc_mem(thread: Thread, pid: int) -> int:
+    """``open("/proc/PID/mem", O_RDWR)``; ``pid`` 0 means ``/proc/self/mem``."""
+    pid = cabi.int32(pid) or thread.process.pid
+    if pid not in thread.system.processes or thread.system.processes[pid].end is not None:
+        return -ENOENT
+    return thread.process.alloc_fd(ProcMem(pid))
+
+
+def sys_pread(thread: Thread, fd: int, buf: int, count: int, offset: int) -> int:
+    """``pread`` on ``/proc/PID/mem``: read the target foreign (no keys), copy out checked."""
+    buf, count, offset = cabi.ulong(buf), cabi.ulong(count), cabi.ulong(offset)
+    f = _file(thread, fd)
+    if isinstance(f, int):
+        return f
+    if not isinstance(f, ProcMem):
+        return -EINVAL
+    target = thread.system.processes[f.pid]
+    if count == 0:
+        return 0
+    data = access_remote_vm(thread.system, target.mm, offset, count, write=False, force=True)
+    if isinstance(data, int):
+        return -EIO
+    return copy_to_user(thread, buf, data)
+
+
+def sys_pwrite(thread: Thread, fd: int, buf: int, count: int, offset: int) -> int:
+    """``pwrite`` on ``/proc/PID/mem``: copy in checked, write the target foreign (no keys)."""
+    buf, count, offset = cabi.ulong(buf), cabi.ulong(count), cabi.ulong(offset)
+    f = _file(thread, fd)
+    if isinstance(f, int):
+        return f
+    if not isinstance(f, ProcMem):
+        return -EINVAL
+    if count == 0:
+        return 0
+    data = copy_from_user(thread, buf, count)
+    if isinstance(data, int):
+        return data
+    target = thread.system.processes[f.pid]
+    done = access_remote_vm(thread.system, target.mm, offset, len(data), write=True,
+                            data=data, force=True)
+    return -EIO if done < 0 else done
+
+
+def _target(thread: Thread, pid: int):
+    proc = thread.system.processes.get(cabi.int32(pid))
+    if proc is None or proc.end is not None:
+        return None
+    return proc
+
+
+def sys_process_vm_readv(thread: Thread, pid: int, local_iov, remote_iov, flags: int) -> int:
+    """``process_vm_readv``: remote side foreign (no keys), local side checked."""
+    if cabi.ulong(flags):
+        return -EINVAL
+    target = _target(thread, pid)
+    if target is None:
+        return -ESRCH
+    remote = b""
+    for base, length in remote_iov:
+        got = access_remote_vm(thread.system, target.mm, cabi.ulong(base), cabi.ulong(length),
+                               write=False, force=False)
+        if isinstance(got, int):
+            if not remote:
+                return got
+            break
+        remote += got
+    done = 0
+    for base, length in local_iov:
+        piece = remote[done:done + cabi.ulong(length)]
+        if not piece:
+            break
+        n = copy_to_user(thread, cabi.ulong(base), piece)
+        if n < 0:
+            return n if not done else done
+        done += n
+        if n < len(piece):
+            break
+    return done
+
+
+def sys_process_vm_writev(thread: Thread, pid: int, local_iov, remote_iov, flags: int) -> int:
+    """``process_vm_writev``: local side checked, remote side foreign (no keys)."""
+    if cabi.ulong(flags):
+        return -EINVAL
+    target = _target(thread, pid)
+    if target is None:
+        return -ESRCH
+    local = b""
+    for base, length in local_iov:
+        got = copy_from_user(thread, cabi.ulong(base), cabi.ulong(length))
+        if isinstance(got, int):
+            if not local:
+                return got
+            break
+        local += got
+    done = 0
+    for base, length in remote_iov:
+        piece = local[done:done + cabi.ulong(length)]
+        if not piece:
+            break
+        n = access_remote_vm(thread.system, target.mm, cabi.ulong(base), len(piece),
+                             write=True, data=piece, force=False)
+        if n < 0:
+            return n if not done else done
+        done += n
+    return done
+
+
+def sys_ptrace(thread: Thread, request: int, pid: int, addr: int, data: int) -> int:
+    """``ptrace(PTRACE_PEEKDATA | PTRACE_POKEDATA, ...)``: foreign, FOLL_FORCE, 8 bytes.
+
+    The model does not check the tracing relationship or the tracee's stop state.
+    """
+    request = cabi.int32(request)
+    target = _target(thread, pid)
+    if target is None:
+        return -ESRCH
+    addr = cabi.ulong(addr)
+    if request == PTRACE_PEEKDATA:
+        got = access_remote_vm(thread.system, target.mm, addr, 8, write=False, force=True)
+        if isinstance(got, int) or len(got) != 8:
+            return -EIO
+        return int.from_bytes(got, "little")
+    if request == PTRACE_POKEDATA:
+        word = cabi.ulong(data).to_bytes(8, "little")
+        done = access_remote_vm(thread.system, target.mm, addr, 8, write=True, data=word,
+                                force=True)
+        return 0 if done == 8 else -EIO
+    return -EIO
