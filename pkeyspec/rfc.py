@@ -11,14 +11,15 @@ race be spelled out, and Dave's answer, that a successful ``pkey_get`` is
 Semantics (RFC-SIGNATURES, RFC-ERRNO, RFC-LOCKLESS): flags != 0 gives
 EINVAL; a key that is not allocated gives EBADF, not EINVAL; the map is
 read without the mmap lock, as one ``READ_ONCE`` snapshot, and only then is
-the caller's PKRU read or written. Those are two steps, and the map can
-change between them. ``access_rights`` is not checked (RFC-NO-RIGHTS-MASK).
+the caller's PKRU read or written. Those are two steps
+(:func:`read_map`, then :func:`get_rights` or :func:`set_rights`), and the
+map can change between them. ``access_rights`` is not checked
+(RFC-NO-RIGHTS-MASK).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 from . import cabi
@@ -34,49 +35,38 @@ def _fail(err: int) -> OSError:
     return OSError(err, os.strerror(err))
 
 
-def pkey_get_steps(thread: Thread, pkey: int, flags: int) -> Generator[str, None, int]:
-    """RFC ``pkey_get(int pkey, unsigned long flags)``, one step per yield."""
+def read_map(thread: Thread, pkey: int, flags: int) -> bool:
+    """Step 1 of both calls: check flags, then ``READ_ONCE`` the allocation map."""
     thread._enter()
-    pkey, flags = cabi.int32(pkey), cabi.ulong(flags)
-    if flags:
+    if cabi.ulong(flags):
         raise _fail(EINVAL)
-    allocated = mm_pkey_is_allocated(thread.process.mm, pkey)   # READ_ONCE(map)
-    yield "read map"
-    if not allocated:
-        raise _fail(EBADF)
-    return pkru_rights(thread.pkru, pkey)
+    return mm_pkey_is_allocated(thread.process.mm, cabi.int32(pkey))
 
 
-def pkey_set_steps(thread: Thread, pkey: int, access_rights: int,
-                   flags: int) -> Generator[str, None, int]:
-    """RFC ``pkey_set(int pkey, unsigned long access_rights, unsigned long flags)``."""
+def get_rights(thread: Thread, pkey: int, allocated: bool) -> int:
+    """Step 2 of ``pkey_get``: EBADF if step 1 saw the key free, else the caller's rights."""
     thread._enter()
-    pkey, access_rights, flags = cabi.int32(pkey), cabi.ulong(access_rights), cabi.ulong(flags)
-    if flags:
-        raise _fail(EINVAL)
-    allocated = mm_pkey_is_allocated(thread.process.mm, pkey)   # READ_ONCE(map)
-    yield "read map"
     if not allocated:
         raise _fail(EBADF)
-    ret = arch_set_user_pkey_access(thread, pkey, access_rights)
+    return pkru_rights(thread.pkru, cabi.int32(pkey))
+
+
+def set_rights(thread: Thread, pkey: int, access_rights: int, allocated: bool) -> int:
+    """Step 2 of ``pkey_set``: EBADF if step 1 saw the key free, else write the caller's PKRU."""
+    thread._enter()
+    if not allocated:
+        raise _fail(EBADF)
+    ret = arch_set_user_pkey_access(thread, cabi.int32(pkey), cabi.ulong(access_rights))
     if ret < 0:
         raise _fail(-ret)
     return 0
 
 
-def _run(steps: Generator[str, None, int]) -> int:
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
-
-
 def pkey_get(thread: Thread, pkey: int, flags: int) -> int:
-    """The calling thread's rights for an allocated ``pkey``; EBADF if it is not allocated."""
-    return _run(pkey_get_steps(thread, pkey, flags))
+    """RFC ``pkey_get(int pkey, unsigned long flags)``: the caller's rights for an allocated key."""
+    return get_rights(thread, pkey, read_map(thread, pkey, flags))
 
 
 def pkey_set(thread: Thread, pkey: int, access_rights: int, flags: int) -> int:
-    """Set the calling thread's rights for an allocated ``pkey``; EBADF if it is not allocated."""
-    return _run(pkey_set_steps(thread, pkey, access_rights, flags))
+    """RFC ``pkey_set(int pkey, unsigned long access_rights, unsigned long flags)``."""
+    return set_rights(thread, pkey, access_rights, read_map(thread, pkey, flags))

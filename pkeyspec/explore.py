@@ -1,0 +1,178 @@
+"""The interleaving explorer: every execution of a race, each trace once, and a verdict.
+
+A race (:class:`pkeyspec.races.Race`) has threads made of atomic steps. An
+execution is an interleaving of all steps that keeps each thread's order.
+Two executions that differ only in the order of adjacent independent steps
+(steps whose resources do not conflict) end in the same state; they are the
+same Mazurkiewicz trace. The explorer visits each trace exactly once.
+
+Stateless mode (:func:`explore`) enumerates interleavings depth first and
+keeps only those in lexicographic normal form: an interleaving is pruned as
+soon as it contains a factor ``b u a`` where step ``a`` comes before step
+``b`` in the global order of steps and ``a`` is independent of ``b`` and of
+every step of ``u`` (Anisimov and Knuth, 1979). Each trace has exactly one
+such normal form, and every prefix of a normal form is free of the factor,
+so the search is complete and runs one execution per trace: no redundant
+executions, and no state is ever stored.
+
+Stateful mode (:func:`explore_stateful`) searches the graph of model states
+instead, storing each state's fingerprint once; it wins when many traces
+reach the same states.
+
+Both report an :class:`Observation` in herd7's words: ``Observation <name>
+<Never|Sometimes|Always> <pos> <neg>``, where pos and neg count the distinct
+final states that do and do not satisfy the race's ``exists`` clause, with
+one witness schedule per final state.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+
+class Program(Protocol):
+    """What the explorer needs: threads of steps over states it can copy and compare."""
+
+    thread_names: tuple[str, ...]
+
+    def initial(self) -> Any: ...
+    def length(self, thread: int) -> int: ...
+    def run(self, state: Any, thread: int, index: int) -> Any: ...
+    def dependent(self, a: tuple[int, int], b: tuple[int, int]) -> bool: ...
+    def fingerprint(self, state: Any) -> Any: ...
+    def outcome(self, state: Any) -> tuple[bool, tuple]: ...
+    def label(self, thread: int, index: int) -> str: ...
+
+
+@dataclass
+class Observation:
+    """The result of exploring one program."""
+
+    name: str
+    verdict: str
+    positive: int
+    negative: int
+    executions: int
+    states: int
+    transitions: int
+    seconds: float
+    #: final state (as a tuple of (name, value)) -> (satisfies exists?, witness schedule)
+    finals: dict[tuple, tuple[bool, tuple[tuple[int, int], ...]]] = field(default_factory=dict)
+    complete: bool = True
+
+    def line(self) -> str:
+        return f"Observation {self.name} {self.verdict} {self.positive} {self.negative}"
+
+
+class LimitReached(Exception):
+    """The exploration hit its state or execution limit before it was complete."""
+
+
+def verdict(positive: int, negative: int) -> str:
+    if positive == 0:
+        return "Never"
+    return "Always" if negative == 0 else "Sometimes"
+
+
+def _observation(name: str, finals: dict, executions: int, states: int, transitions: int,
+                 started: float, complete: bool) -> Observation:
+    pos = sum(1 for ok, _ in finals.values() if ok)
+    neg = len(finals) - pos
+    return Observation(name, verdict(pos, neg), pos, neg, executions, states, transitions,
+                       time.perf_counter() - started, finals, complete)
+
+
+def explore(program: Program, name: str = "", *, max_executions: int | None = None,
+            progress: Callable[[int, int, float], None] | None = None) -> Observation:
+    """Stateless exploration, one execution per Mazurkiewicz trace (see the module text)."""
+    started = time.perf_counter()
+    n = len(program.thread_names)
+    lengths = [program.length(t) for t in range(n)]
+    finals: dict = {}
+    counters = [0, 0, 0]            # executions, states, transitions
+    schedule: list[tuple[int, int]] = []
+    pcs = [0] * n
+
+    def forbidden(a: tuple[int, int]) -> bool:
+        for b in reversed(schedule):
+            if program.dependent(a, b):
+                return False
+            if b > a:
+                return True
+        return False
+
+    def dfs(state) -> None:
+        counters[1] += 1
+        done = True
+        for t in range(n):
+            if pcs[t] == lengths[t]:
+                continue
+            done = False
+            event = (t, pcs[t])
+            if forbidden(event):
+                continue
+            nxt = program.run(state, t, pcs[t])
+            counters[2] += 1
+            schedule.append(event)
+            pcs[t] += 1
+            dfs(nxt)
+            pcs[t] -= 1
+            schedule.pop()
+        if done:
+            counters[0] += 1
+            ok, final = program.outcome(state)
+            finals.setdefault(final, (ok, tuple(schedule)))
+            if progress and counters[0] % 1000 == 0:
+                progress(counters[1], counters[0], time.perf_counter() - started)
+            if max_executions is not None and counters[0] >= max_executions:
+                raise LimitReached
+
+    complete = True
+    try:
+        dfs(program.initial())
+    except (LimitReached, KeyboardInterrupt):
+        complete = False
+    return _observation(name, finals, counters[0], counters[1], counters[2], started, complete)
+
+
+def explore_stateful(program: Program, name: str = "", *, max_states: int | None = None,
+                     progress: Callable[[int, int, float], None] | None = None) -> Observation:
+    """Stateful exploration: depth first over model states, each state expanded once."""
+    started = time.perf_counter()
+    n = len(program.thread_names)
+    lengths = [program.length(t) for t in range(n)]
+    finals: dict = {}
+    seen: set = set()
+    transitions = 0
+    executions = 0
+    # A stack of (state, pcs, schedule)
+    stack = [(program.initial(), (0,) * n, ())]
+    complete = True
+    try:
+        while stack:
+            state, pcs, sched = stack.pop()
+            key = (pcs, program.fingerprint(state))
+            if key in seen:
+                continue
+            seen.add(key)
+            if progress and len(seen) % 10000 == 0:
+                progress(len(seen), executions, time.perf_counter() - started)
+            if max_states is not None and len(seen) > max_states:
+                raise LimitReached
+            moved = False
+            for t in range(n):
+                if pcs[t] < lengths[t]:
+                    moved = True
+                    transitions += 1
+                    nxt = program.run(state, t, pcs[t])
+                    npcs = pcs[:t] + (pcs[t] + 1,) + pcs[t + 1:]
+                    stack.append((nxt, npcs, sched + ((t, pcs[t]),)))
+            if not moved:
+                executions += 1
+                ok, final = program.outcome(state)
+                finals.setdefault(final, (ok, sched))
+    except (LimitReached, KeyboardInterrupt):
+        complete = False
+    return _observation(name, finals, executions, len(seen), transitions, started, complete)

@@ -1,0 +1,1 @@
+"""Races: exec_only (being written)."""

@@ -1,0 +1,1 @@
+"""Races: lifetime (being written)."""

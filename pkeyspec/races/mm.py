@@ -1,0 +1,1 @@
+"""Races: mm (being written)."""

@@ -1,0 +1,1 @@
+"""Races: signals (being written)."""
