@@ -31,4 +31,4 @@ __all__ = [
     "X86_PF_PROT", "X86_PF_WRITE", "X86_PF_USER", "X86_PF_INSTR", "X86_PF_PK",
     "pkru_rights", "pkru_with_rights", "decode_pkru", "decode_pf_error", "PAGE_SIZE",
 ] + [name for name in dir(__import__("pkeyspec.uapi", fromlist=["x"]))
-     if name.isupper() and not name.startswith("_") and name not in ("SIGNAL_NAMES", "SI_CODE_NAMES")]
+     if (name.isupper() or name.startswith("NR_")) and not name.startswith("_") and name not in ("SIGNAL_NAMES", "SI_CODE_NAMES")]

@@ -110,7 +110,8 @@ class Thread:
                 raise ProcessLookupError(ESRCH, f"thread {self.tid} has ended: {self.process.end!r}")
 
     def __repr__(self) -> str:
-        return f"<Thread {self.tid} of process {self.process.pid} pkru={self.pkru:#010x}>"
+        pkru = f"{self.pkru:#010x}" if self.process.mm.ospke else "none (no PKU)"
+        return f"<Thread {self.tid} of process {self.process.pid} pkru={pkru}>"
 
     # --- system calls (each one atomic step under the mmap lock) -------------
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1,
