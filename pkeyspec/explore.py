@@ -176,3 +176,38 @@ def explore_stateful(program: Program, name: str = "", *, max_states: int | None
     except (LimitReached, KeyboardInterrupt):
         complete = False
     return _observation(name, finals, executions, len(seen), transitions, started, complete)
+
+
+def _all_bad(program: Program, state: Any, pcs: list[int], lengths: list[int]) -> bool:
+    """Does every completion from ``state`` (threads at ``pcs``) satisfy ``exists``?"""
+    moved = False
+    for t in range(len(pcs)):
+        if pcs[t] < lengths[t]:
+            moved = True
+            nxt = program.run(state, t, pcs[t])
+            pcs[t] += 1
+            ok = _all_bad(program, nxt, pcs, lengths)
+            pcs[t] -= 1
+            if not ok:
+                return False
+    return True if moved else program.outcome(state)[0]
+
+
+def point_of_no_return(program: Program, schedule: tuple[tuple[int, int], ...]) -> int | None:
+    """The index of the step of ``schedule`` after which the bad outcome is certain.
+
+    None when the schedule does not end in the bad outcome. This is the step
+    a race page marks as "where it goes wrong".
+    """
+    n = len(program.thread_names)
+    lengths = [program.length(t) for t in range(n)]
+    pcs = [0] * n
+    state = program.initial()
+    if _all_bad(program, state, pcs, lengths):
+        return None if not schedule else -1
+    for i, (t, idx) in enumerate(schedule):
+        state = program.run(state, t, idx)
+        pcs[t] += 1
+        if _all_bad(program, state, pcs, lengths):
+            return i
+    return None

@@ -232,6 +232,8 @@ def deliver(thread: Thread, info: Siginfo, err: int | None, action: Sigaction):
     # The kernel writes the frame with copy_to_user: before 6.12 under the
     # interrupted PKRU; from 6.12 with every key open (PKRU = 0).
     write_pkru = PKRU_HW_INIT if system.kernel >= (6, 12) else thread.pkru
+    system.note("interrupted", thread.pkru)
+    system.note("kernel writes frame", write_pkru)
     image = bytearray(top - frame)
     xstate_bv = 1 << XFEATURE_PKRU
     bv_at = fpstate - frame + XSAVE_XSTATE_BV_OFFSET
@@ -244,6 +246,7 @@ def deliver(thread: Thread, info: Siginfo, err: int | None, action: Sigaction):
     saved = (thread.sp, set(thread.blocked))
     # The handler runs with the global init_pkru (SIG-X86-HANDLER-RIGHTS, SIG-HANDLER-RIGHTS-GLOBAL).
     thread.pkru = system.init_pkru_value
+    system.note("handler starts", thread.pkru)
     thread.sp = frame
     if not action.flags & SA_NODEFER:
         thread.blocked.add(info.si_signo)
@@ -279,7 +282,9 @@ def sigreturn(thread: Thread, fpstate: int, saved):
         return _end_by(thread, Siginfo(SIGSEGV, SI_KERNEL, 0), None)
     xstate_bv = int.from_bytes(image[XSAVE_XSTATE_BV_OFFSET:XSAVE_XSTATE_BV_OFFSET + 8], "little")
     pkru = int.from_bytes(image[XSAVE_PKRU_OFFSET:XSAVE_PKRU_OFFSET + 4], "little")
+    thread.system.note("handler returns", thread.pkru)
     thread.pkru = pkru if xstate_bv & (1 << XFEATURE_PKRU) else PKRU_HW_INIT
+    thread.system.note("after sigreturn", thread.pkru)
     thread.sp, thread.blocked = saved
     while thread.pending and thread.process.end is None:
         signo = thread.pending.pop(0)

@@ -74,6 +74,13 @@ class System:
         self.processes: dict[int, Process] = {}
         self.shmem: dict[int, dict[int, int]] = {}
         self._next_id = 1
+        #: When a list, the model appends (event, PKRU) pairs to it as signals are delivered;
+        #: the pictures use it. None (the default) records nothing.
+        self.trace: list[tuple[str, int]] | None = None
+
+    def note(self, event: str, pkru: int) -> None:
+        if self.trace is not None:
+            self.trace.append((event, pkru))
 
     def __repr__(self) -> str:
         cpu = "PKU" if self.pku else "no PKU"
