@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 #: Lowest kernel-half canonical address; between TASK_SIZE and here lies the non-canonical hole.
 KERNEL_HALF = 0xFFFF800000000000
+#: The end of the lower canonical half (47-bit user addresses).
+USER_HALF_END = 1 << 47
 ACCESS_SIZES = (1, 2, 4, 8)
 
 
@@ -58,13 +60,20 @@ def access_error(mm: Mm, pkru: int, err: int, vma: Vma) -> bool:
     return not vma.flags & VM_ACCESS_FLAGS
 
 
-def fault_in(mm: Mm, vma: Vma, addr: int) -> None:
-    """``handle_mm_fault``: install the PTE for ``addr`` (and the VMA's anon_vma on first use)."""
+def fault_in(mm: Mm, vma: Vma, addr: int, write: bool = False) -> None:
+    """``handle_mm_fault``: install the PTE for ``addr`` (and the VMA's anon_vma on first use).
+
+    A read of a never-written private anonymous page maps the shared zero page.
+    """
     if vma.anon_vma is None and vma.shmem is None:
         i = mm.vmas.index(vma)
         vma = mm.vmas[i] = replace(vma, anon_vma=mm.next_anon_vma)
         mm.next_anon_vma += 1
-    mm.ptes[addr >> PAGE_SHIFT] = pte_for(vma)
+    vpn = addr >> PAGE_SHIFT
+    old = mm.ptes.get(vpn)
+    zero = vma.shmem is None and not write and (old is None or old.zero_page) and \
+        not any(a >> PAGE_SHIFT == vpn for a in mm.memory)
+    mm.ptes[vpn] = pte_for(vma, zero_page=zero)
 
 
 def do_user_addr_fault(mm: Mm, pkru: int, addr: int, err: int) -> Siginfo | None:
@@ -78,7 +87,7 @@ def do_user_addr_fault(mm: Mm, pkru: int, addr: int, err: int) -> Siginfo | None
                 mm, pkru, vma, bool(err & X86_PF_WRITE), bool(err & X86_PF_INSTR))):
             return Siginfo(SIGSEGV, SEGV_PKUERR, addr, vma.pkey)
         return Siginfo(SIGSEGV, SEGV_ACCERR, addr)
-    fault_in(mm, vma, addr)
+    fault_in(mm, vma, addr, bool(err & X86_PF_WRITE))
     return None
 
 
@@ -98,7 +107,10 @@ def page_access(mm: Mm, pkru: int, addr: int, *, write: bool = False,
             return None
         info = do_user_addr_fault(mm, pkru, addr, fault.error_code)
         if info is not None:
-            return info, fault.error_code
+            err = fault.error_code
+            if addr >= TASK_SIZE:
+                err |= X86_PF_PROT        # sanitize_error_code: user access to the kernel half
+            return info, err
     raise AssertionError("model bug: a filled-in page faulted again for the same reason")
 
 
@@ -109,7 +121,7 @@ def user_access(thread: Thread, addr: int, *, write: bool = False, fetch: bool =
     returns, the instruction runs again (SIG-X86-RESTORE). Otherwise returns
     how the process ended.
     """
-    if TASK_SIZE <= addr < KERNEL_HALF or addr >= 1 << 64:
+    if USER_HALF_END <= addr < KERNEL_HALF or addr >= 1 << 64:
         # A non-canonical address: #GP, which Linux reports as SI_KERNEL.
         return force_sig_fault(thread, Siginfo(SIGSEGV, SI_KERNEL, 0))
     info = None

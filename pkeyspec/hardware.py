@@ -160,6 +160,9 @@ class Pte:
     writable: bool
     executable: bool
     pkey: int
+    #: A read fault on private anonymous memory maps the shared zero page,
+    #: read-only; the first write replaces it (copy on write). Not counted in Rss.
+    zero_page: bool = False
 
 
 # Hardware exceptions, as the CPU raises them; Linux decides what they become.

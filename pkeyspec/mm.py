@@ -20,7 +20,7 @@ from .hardware import Pte
 from .keys import mm_pkey_is_allocated
 from .uapi import (
     EACCES, EBADF, EEXIST, EINVAL, ENOMEM, EOVERFLOW, EPERM, MADV_DONTNEED, MADV_NORMAL, MAP_ANONYMOUS,
-    MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, MAP_TYPE, PAGE_SIZE,
+    MAP_DROPPABLE, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, MAP_TYPE, PAGE_SIZE,
     PAGE_SHIFT, PROT_EXEC, PROT_GROWSDOWN, PROT_GROWSUP, PROT_READ, PROT_SEM, PROT_WRITE,
 )
 
@@ -68,6 +68,11 @@ _SMAPS_FLAG_NAMES = (
 def page_align(value: int) -> int:
     """``PAGE_ALIGN`` in 64-bit arithmetic: it wraps to 0 near 2**64, as in C."""
     return (value + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) & 0xFFFFFFFFFFFFFFFF
+
+
+def vma_is_anonymous(vma: Vma) -> bool:
+    """No file and no special mapping behind it (Linux: ``!vma->vm_ops``)."""
+    return vma.shmem is None and vma.name in ("", "[stack]")
 
 
 def calc_vm_prot_bits(prot: int) -> int:
@@ -234,7 +239,7 @@ def initial_vmas(kernel: tuple[int, int]) -> list[Vma]:
                VM_READ | VM_MAYREAD | VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP,
                name="[vvar]")
     vdso = Vma(vdso_top - 2 * PAGE_SIZE, vdso_top,
-               VM_READ | VM_EXEC | VM_MAY_ALL | VM_DONTEXPAND | VM_DONTDUMP, name="[vdso]")
+               VM_READ | VM_EXEC | VM_MAY_ALL | VM_DONTEXPAND, name="[vdso]")
     return sorted(prog + [stack, vvar, vdso], key=lambda v: v.start)
 
 
@@ -283,9 +288,13 @@ def sys_mmap(thread: Thread, addr: int, length: int, prot: int, flags: int,
         if addr & (PAGE_SIZE - 1):
             return -EINVAL
     else:
-        addr = mm.get_unmapped_area(length)
-        if addr < 0:
-            return addr
+        hint = page_align(addr)
+        if hint and MMAP_MIN_ADDR <= hint <= TASK_SIZE - length and not mm.vmas_in(hint, hint + length):
+            addr = hint
+        else:
+            addr = mm.get_unmapped_area(length)
+            if addr < 0:
+                return addr
     if addr < MMAP_MIN_ADDR:
         return -EPERM
     if flags & MAP_FIXED_NOREPLACE and mm.vmas_in(addr, addr + length):
@@ -295,7 +304,7 @@ def sys_mmap(thread: Thread, addr: int, length: int, prot: int, flags: int,
     if maptype == MAP_SHARED:
         vm_flags |= VM_SHARED | VM_MAYSHARE
         shmem = thread.system.new_shmem()
-    elif maptype == MAP_PRIVATE:
+    elif maptype == MAP_PRIVATE or (maptype == MAP_DROPPABLE and thread.system.kernel >= (6, 11)):
         if vm_flags & VM_WRITE:
             vm_flags |= VM_ACCOUNT
     else:
@@ -324,8 +333,11 @@ def sys_madvise(thread: Thread, addr: int, length: int, advice: int) -> int:
         return -EINVAL
     if addr & (PAGE_SIZE - 1):
         return -EINVAL
-    length = page_align(length)
-    end = addr + length
+    aligned = page_align(length)
+    if length and not aligned:
+        return -EINVAL
+    length = aligned
+    end = (addr + length) & 0xFFFFFFFFFFFFFFFF
     if end < addr:
         return -EINVAL
     if end == addr:
@@ -405,11 +417,14 @@ def do_mprotect_pkey(thread: Thread, start: int, length: int, prot: int, pkey: i
         if newflags & ~(newflags >> 4) & VM_ACCESS_FLAGS:
             error = -EACCES
             break
-        if not newflags & VM_SHARED:
-            if newflags & VM_WRITE:
+        # mprotect_fixup's accounting: a private mapping that becomes writable is charged
+        # (VM_ACCOUNT); an anonymous one that stops being writable before its first
+        # fault is uncharged.
+        if newflags & VM_WRITE:
+            if not vma.flags & (VM_ACCOUNT | VM_WRITE | VM_SHARED):
                 newflags |= VM_ACCOUNT
-            elif vma.anon_vma is None:
-                newflags &= ~VM_ACCOUNT     # never faulted: nothing to account
+        elif vma.flags & VM_ACCOUNT and vma_is_anonymous(vma) and vma.anon_vma is None:
+            newflags &= ~VM_ACCOUNT
         lo, hi = max(vma.start, start), min(vma.end, end)
         mprotect_fixup(mm, vma, lo, hi, newflags, new_pkey)
         tmp = vma.end
@@ -429,16 +444,20 @@ def mprotect_fixup(mm: Mm, vma: Vma, start: int, end: int, newflags: int, pkey: 
             mm.vmas[i] = replace(v, flags=newflags, pkey=pkey)
     for vpn, pte in list(mm.ptes.items()):
         if start <= vpn * PAGE_SIZE < end:
-            mm.ptes[vpn] = pte_for(mm.find_vma(vpn * PAGE_SIZE))
+            mm.ptes[vpn] = pte_for(mm.find_vma(vpn * PAGE_SIZE), zero_page=pte.zero_page)
     mm._merge_around(start, end)
 
 
-def pte_for(vma: Vma) -> Pte:
-    """The PTE a fault (or change_protection) installs for a page of ``vma``."""
+def pte_for(vma: Vma, *, zero_page: bool = False) -> Pte:
+    """The PTE a fault (or change_protection) installs for a page of ``vma``.
+
+    A PROT_NONE page keeps its page but is not present to the CPU; the zero
+    page is never writable.
+    """
     return Pte(present=bool(vma.flags & VM_ACCESS_FLAGS),
-               writable=bool(vma.flags & VM_WRITE),
+               writable=bool(vma.flags & VM_WRITE) and not zero_page,
                executable=bool(vma.flags & VM_EXEC),
-               pkey=vma.pkey)
+               pkey=vma.pkey, zero_page=zero_page)
 
 
 def smaps(mm: Mm) -> str:
@@ -450,11 +469,12 @@ def smaps(mm: Mm) -> str:
     """
     lines = []
     for v in mm.vmas:
-        name = v.name if v.name else ""
-        header = f"{v.start:08x}-{v.end:08x} {v.perms} {v.offset:08x} 00:00 0"
-        lines.append(f"{header:<73}{name}".rstrip())
+        offset = v.offset if v.name == PROGRAM_NAME else 0     # only file mappings have one
+        header = f"{v.start:08x}-{v.end:08x} {v.perms} {offset:08x} 00:00 0 "
+        lines.append(f"{header:<73}{v.name}" if v.name else header)
         size_kb = (v.end - v.start) // 1024
-        rss = sum(1 for p in mm.ptes if v.start <= p * PAGE_SIZE < v.end) * PAGE_SIZE // 1024
+        rss = sum(1 for p, pte in mm.ptes.items()
+                  if v.start <= p * PAGE_SIZE < v.end and not pte.zero_page) * PAGE_SIZE // 1024
         lines.append(f"Size:           {size_kb:8d} kB")
         lines.append(f"Rss:            {rss:8d} kB")
         if mm.ospke:

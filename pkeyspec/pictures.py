@@ -162,3 +162,23 @@ def signal_phases_svg(phases: list[tuple[str, int]], title: str) -> Svg:
             body.append(f'<line x1="{x - 4}" y1="56" x2="{x + 4}" y2="56" stroke="{FG}"/>')
         words.append(f"{phase}: PKRU {pkru:#010x}")
     return _svg(width, 92, title, "; ".join(words), body)
+
+
+def signal_delivery_svg(rows: dict[str, list[tuple[str, int]]]) -> Svg:
+    """PKRU through the phases of a signal delivery, one row per kernel version, from model traces."""
+    col, left, row_h = 150, 70, 64
+    phases = max(len(p) for p in rows.values())
+    width = left + phases * col + 10
+    body, words = [], []
+    for r, (name, trace) in enumerate(rows.items()):
+        y = 8 + r * row_h
+        body.append(_text(left - 8, y + 34, name, anchor="end", weight="bold"))
+        for j, (phase, pkru) in enumerate(trace):
+            x = left + j * col
+            changed = j and pkru != trace[j - 1][1]
+            body.append(_rect(x + 4, y + 4, col - 8, row_h - 12, BG,
+                              stroke="hsl(210, 70%, 50%)" if changed else BORDER))
+            body.append(_text(x + col / 2, y + 24, phase, size=11))
+            body.append(_text(x + col / 2, y + 44, f"{pkru:#010x}", size=12, weight="bold"))
+        words.append(f"{name}: " + ", ".join(f"{p} {v:#010x}" for p, v in trace))
+    return _svg(width, 8 + len(rows) * row_h, "PKRU during signal delivery", "; ".join(words), body)

@@ -15,7 +15,7 @@ from .hardware import INIT_PKRU_VALUE, U32
 from .mm import Mm, initial_vmas
 from .signals import SIG_IGN
 from .tasks import Process, Thread
-from .uapi import EINVAL, ENOENT
+from .uapi import EINVAL, ENOENT, PAGE_SIZE
 
 
 
@@ -67,10 +67,12 @@ class System:
     """
 
     def __init__(self, *, pku: bool = True, kernel: str | tuple[int, int] = KNOWN_KERNELS[-1],
-                 init_pkru: int = INIT_PKRU_VALUE) -> None:
+                 init_pkru: int | str = INIT_PKRU_VALUE) -> None:
         self.pku = bool(pku)
         self.kernel = parse_kernel(kernel)
-        self.init_pkru_value = init_pkru & U32
+        # init_pkru= is parsed with kstrtouint; a value it refuses is ignored (setup_init_pkru).
+        value = kstrtouint(init_pkru) if isinstance(init_pkru, str) else init_pkru
+        self.init_pkru_value = value if value is not None and 0 <= value <= U32 else INIT_PKRU_VALUE
         self.processes: dict[int, Process] = {}
         self.shmem: dict[int, dict[int, int]] = {}
         self._next_id = 1
@@ -130,6 +132,11 @@ class System:
         # The whole mm is copied: VMAs with their keys, the allocation map and
         # the execute-only key. Shared anonymous memory stays shared (same shmem id).
         child_mm = copy.deepcopy(parent.process.mm)
+        # copy_page_range skips shared anonymous VMAs: the child faults their pages in again.
+        for vma in child_mm.vmas:
+            if vma.shmem is not None:
+                for vpn in [p for p in child_mm.ptes if vma.start <= p * PAGE_SIZE < vma.end]:
+                    del child_mm.ptes[vpn]
         proc = Process(self, pid, child_mm, sigactions=dict(parent.process.sigactions),
                        fds=dict(parent.process.fds))
         for f in proc.fds.values():

@@ -103,7 +103,7 @@ def access_remote_vm(system: System, mm: Mm, addr: int, length: int, *, write: b
         if not vma.flags & need and not (force and vma.flags & may):
             break
         if (a >> PAGE_SHIFT) not in mm.ptes:
-            fault_in(mm, vma, a)
+            fault_in(mm, vma, a, write)
         for i in range(n):
             if write:
                 set_byte(system, mm, a + i, data[done + i])

@@ -20,6 +20,8 @@ PROT_GROWSUP = 0x02000000
 MAP_SHARED = 0x01
 MAP_PRIVATE = 0x02
 MAP_SHARED_VALIDATE = 0x03
+#: Since Linux 6.11: private anonymous memory the kernel may drop under pressure.
+MAP_DROPPABLE = 0x08
 MAP_TYPE = 0x0F
 MAP_FIXED = 0x10
 MAP_ANONYMOUS = 0x20
