@@ -5,6 +5,7 @@ An ID that is not in ``docs/_data/facts.tsv`` is a warning, so the strict
 build fails on a typo or on a citation of a fact nobody catalogued.
 """
 
+from functools import lru_cache
 from pathlib import Path
 
 from docutils import nodes
@@ -13,6 +14,7 @@ from sphinx.util import logging
 logger = logging.getLogger(__name__)
 
 
+@lru_cache(maxsize=None)
 def load_fact_ids(path: Path) -> dict[str, str]:
     """ID -> kind, from a tab-separated file with ``#`` comments."""
     facts = {}
@@ -25,7 +27,7 @@ def load_fact_ids(path: Path) -> dict[str, str]:
 
 def fact_role(name, rawtext, text, lineno, inliner, options=None, content=()):
     env = inliner.document.settings.env
-    facts = env.app.pkeyspec_facts
+    facts = facts_of(env)
     fact_id = text.strip()
     node = nodes.literal(rawtext, fact_id, classes=["fact"])
     if fact_id not in facts:
@@ -35,12 +37,12 @@ def fact_role(name, rawtext, text, lineno, inliner, options=None, content=()):
     return [node], []
 
 
-def _load(app):
-    app.pkeyspec_facts = load_fact_ids(Path(app.srcdir) / app.config.pkeyspec_facts_file)
+def facts_of(env) -> dict[str, str]:
+    """The catalogue of fact IDs this project's configuration names."""
+    return load_fact_ids(Path(env.srcdir) / env.config.pkeyspec_facts_file)
 
 
 def setup(app):
     app.add_config_value("pkeyspec_facts_file", "_data/facts.tsv", "env")
-    app.connect("builder-inited", _load)
     app.add_role("fact", fact_role)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

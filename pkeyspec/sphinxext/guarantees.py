@@ -23,7 +23,7 @@ from docutils.parsers.rst import directives
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
-from .facts import load_fact_ids
+from .facts import facts_of
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Guarantee(SphinxDirective):
 
     def run(self) -> list[nodes.Node]:
         fact_id = self.arguments[0]
-        facts = self.env.app.pkeyspec_facts
+        facts = facts_of(self.env)
         if fact_id not in facts:
             logger.warning("guarantee names unknown fact ID %r", fact_id, location=self.get_location())
         kind = self.options.get("kind", "guarantee")
@@ -145,7 +145,7 @@ def check_consistency(app, env) -> None:
             logger.warning("guarantee %s is stated but nothing checks it (no doctest inside it "
                            "and no race lists it)", fact_id, location=docname)
     for fact_id, names in sorted(races.items()):
-        if fact_id not in app.pkeyspec_facts:
+        if fact_id not in facts_of(env):
             logger.warning("race(s) %s cite unknown fact ID %r", ", ".join(names), fact_id)
 
 
@@ -177,7 +177,7 @@ def _status_table(app, fromdoc: str) -> nodes.table:
     head += row
     group += head
     body = nodes.tbody()
-    for fact_id, kind in app.pkeyspec_facts.items():
+    for fact_id, kind in facts_of(env).items():
         row = nodes.row()
         row += nodes.entry("", nodes.paragraph("", "", nodes.literal(text=fact_id)))
         row += nodes.entry("", nodes.paragraph(text=kind.lower()))
@@ -218,7 +218,7 @@ def _status_table(app, fromdoc: str) -> nodes.table:
 def fill_index(app, doctree, fromdoc) -> None:
     for node in list(doctree.findall(guarantee_index_node)):
         env = app.env
-        facts = app.pkeyspec_facts
+        facts = facts_of(env)
         executed = sum(1 for f in facts if env.pkeyspec_checks.get(f))
         in_races = set(race_facts())
         stated = len(env.pkeyspec_stated)
