@@ -9,6 +9,7 @@ exclude_patterns and root_doc are relative to docs/.  See `make help`.
 """
 
 import doctest
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +37,9 @@ extensions = [
     "sphinx_copybutton",
     "sphinx_design",
     "pkeyspec.sphinxext.facts",
+    "pkeyspec.sphinxext.races",
+    "pkeyspec.sphinxext.pictures",
+    "pkeyspec.sphinxext.guarantees",
 ]
 
 source_suffix = {".md": "markdown"}
@@ -105,7 +109,13 @@ extlinks = {
 
 html_theme = "furo"
 html_title = f"pkeyspec {release}"
+# The build date, shown in furo's footer as "Last updated on ..." (SOURCE_DATE_EPOCH pins it).
 html_last_updated_fmt = "%Y-%m-%d"
+# _templates/page.html: the version (release) under the footer; a <base> for 404.html.
+templates_path = ["_templates"]  # relative to the conf dir, like html_static_path
+# The published root, e.g. https://owner.github.io/pkeyspec/ (the Pages workflow sets it).
+# Unset, every link stays relative and 404.html is right only for missing top-level paths.
+html_baseurl = os.environ.get("PKEYSPEC_BASE_URL", "")
 
 # Copy buttons copy only the code of an example: the lines that start with a
 # prompt (">>> ", "... ", "$ "), without the prompt.  Expected output and
@@ -117,3 +127,6 @@ copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True
 copybutton_only_copy_prompt_lines = True
 copybutton_copy_empty_lines = False
+
+# Our stylesheet for the model's pictures and race tables (relative to the conf dir).
+html_static_path = ["_static"]

@@ -369,6 +369,7 @@ def do_mprotect_pkey(thread: Thread, start: int, length: int, prot: int, pkey: i
     5. prot bits other than READ, WRITE, EXEC, SEM -> EINVAL
     6. (mmap lock taken) pkey != -1 and not allocated -> EINVAL
     7. no VMA at start -> ENOMEM
+
     then per VMA: rights beyond VM_MAY* -> EACCES; a hole -> ENOMEM. The loop
     stops at the first error and undoes nothing (SYS-MPROT-NONATOMIC).
     """
