@@ -154,6 +154,7 @@ class System:
         proc = thread.process
         proc.mm = self._fresh_mm()
         proc.threads[:] = [thread]
+        thread.tid = proc.pid              # de_thread: the exec'ing thread becomes the leader
         thread.pkru = self.init_pkru_value
         thread.sp, thread.altstack = initial_sp(proc.mm), None
         thread.blocked.clear()
@@ -178,7 +179,7 @@ class System:
         """
         if path != "x86/init_pkru" or not self.ospke:
             raise FileNotFoundError(ENOENT, os.strerror(ENOENT), path)
-        value = kstrtouint(data[:31])
+        value = kstrtouint(data[:31].split("\0", 1)[0])     # a C string: up to the first NUL
         if value is None or value & 0x3:
             raise OSError(EINVAL, os.strerror(EINVAL))
         self.init_pkru_value = value

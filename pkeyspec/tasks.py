@@ -96,7 +96,7 @@ class Thread:
 
     @property
     def alive(self) -> bool:
-        return self.process.end is None
+        return self.process.end is None and self in self.process.threads
 
     def _enter(self) -> None:
         if self.process.end is not None:
