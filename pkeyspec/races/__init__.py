@@ -186,7 +186,7 @@ class RaceProgram:
 def _show(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return str(value)
-    if isinstance(value, int) and value > 0xFF:
+    if isinstance(value, int) and value > 15:     # keys and rights in decimal, the rest in hex
         return hex(value)
     return str(value) if isinstance(value, (int, str)) else repr(value)
 

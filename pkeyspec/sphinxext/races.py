@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 def race_id(name: str) -> str:
     """The HTML id of a race's section: 'race-' plus the name with '+' as '-'."""
-    return "race-" + nodes.make_id(name.replace("+", "-"))
+    return nodes.make_id("race-" + name.replace("+", "-"))
 
 
 def race_link(name: str) -> addnodes.pending_xref:
