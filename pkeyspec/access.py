@@ -71,8 +71,7 @@ def fault_in(mm: Mm, vma: Vma, addr: int, write: bool = False) -> None:
         mm.next_anon_vma += 1
     vpn = addr >> PAGE_SHIFT
     old = mm.ptes.get(vpn)
-    zero = vma.shmem is None and not write and (old is None or old.zero_page) and \
-        not any(a >> PAGE_SHIFT == vpn for a in mm.memory)
+    zero = vma.shmem is None and not write and (old is None or old.zero_page)
     mm.ptes[vpn] = pte_for(vma, zero_page=zero)
 
 
@@ -138,19 +137,38 @@ def user_access(thread: Thread, addr: int, *, write: bool = False, fetch: bool =
     return end
 
 
-def byte_at(system: System, mm: Mm, addr: int) -> int:
+def _backing(system: System, mm: Mm, addr: int) -> tuple[dict[int, int], int]:
+    """Where the bytes of ``addr``'s page live, and the key of ``addr`` there."""
     vma = mm.find_vma(addr)
     if vma is not None and vma.shmem is not None:
-        return system.shmem[vma.shmem].get(addr - vma.start + vma.offset, 0)
-    return mm.memory.get(addr, 0)
+        return system.shmem[vma.shmem], vma.offset - vma.start
+    return mm.memory, 0
+
+
+def read_bytes(system: System, mm: Mm, addr: int, n: int) -> bytes:
+    """``n`` bytes from one page; an absent byte reads as 0."""
+    store, delta = _backing(system, mm, addr)
+    get = store.get
+    return bytes(get(a + delta, 0) for a in range(addr, addr + n))
+
+
+def write_bytes(system: System, mm: Mm, addr: int, data: bytes) -> None:
+    """Write ``data`` within one page. A 0 byte is not stored: absent and 0 read the
+    same, so equal contents give equal states."""
+    store, delta = _backing(system, mm, addr)
+    for i, value in enumerate(data):
+        if value:
+            store[addr + i + delta] = value
+        else:
+            store.pop(addr + i + delta, None)
+
+
+def byte_at(system: System, mm: Mm, addr: int) -> int:
+    return read_bytes(system, mm, addr, 1)[0]
 
 
 def set_byte(system: System, mm: Mm, addr: int, value: int) -> None:
-    vma = mm.find_vma(addr)
-    if vma is not None and vma.shmem is not None:
-        system.shmem[vma.shmem][addr - vma.start + vma.offset] = value
-    else:
-        mm.memory[addr] = value
+    write_bytes(system, mm, addr, bytes((value,)))
 
 
 def _check_size(size: int) -> int:

@@ -70,6 +70,22 @@ class LimitReached(Exception):
     """The exploration hit its state or execution limit before it was complete."""
 
 
+class InconsistentOutcome(Exception):
+    """Two executions show the same final values but disagree on ``exists``.
+
+    A race must observe every value its ``exists`` clause depends on.
+    """
+
+
+def _record(finals: dict, final: tuple, ok: bool, schedule: tuple) -> None:
+    seen = finals.get(final)
+    if seen is None:
+        finals[final] = (ok, schedule)
+    elif seen[0] != ok:
+        raise InconsistentOutcome(f"final state {final} is both bad and good: "
+                                  "observe the values exists depends on")
+
+
 def verdict(positive: int, negative: int) -> str:
     if positive == 0:
         return "Never"
@@ -113,6 +129,8 @@ def explore(program: Program, name: str = "", *, max_executions: int | None = No
             event = (t, pcs[t])
             if forbidden(event):
                 continue
+            if max_executions is not None and counters[0] >= max_executions:
+                raise LimitReached          # another execution would be needed
             nxt = program.run(state, t, pcs[t])
             counters[2] += 1
             schedule.append(event)
@@ -123,11 +141,9 @@ def explore(program: Program, name: str = "", *, max_executions: int | None = No
         if done:
             counters[0] += 1
             ok, final = program.outcome(state)
-            finals.setdefault(final, (ok, tuple(schedule)))
+            _record(finals, final, ok, tuple(schedule))
             if progress and counters[0] % 1000 == 0:
                 progress(counters[1], counters[0], time.perf_counter() - started)
-            if max_executions is not None and counters[0] >= max_executions:
-                raise LimitReached
 
     complete = True
     try:
@@ -172,7 +188,7 @@ def explore_stateful(program: Program, name: str = "", *, max_states: int | None
             if not moved:
                 executions += 1
                 ok, final = program.outcome(state)
-                finals.setdefault(final, (ok, sched))
+                _record(finals, final, ok, sched)
     except (LimitReached, KeyboardInterrupt):
         complete = False
     return _observation(name, finals, executions, len(seen), transitions, started, complete)

@@ -156,7 +156,7 @@ class Mm:
     # --- lookups -------------------------------------------------------
     def find_vma(self, addr: int) -> Vma | None:
         """The VMA that contains ``addr``, or None."""
-        i = bisect.bisect_right([v.start for v in self.vmas], addr) - 1
+        i = bisect.bisect_right(self.vmas, addr, key=lambda v: v.start) - 1
         if i >= 0 and self.vmas[i].start <= addr < self.vmas[i].end:
             return self.vmas[i]
         return None

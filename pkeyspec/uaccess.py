@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import cabi
-from .access import byte_at, fault_in, page_access, set_byte
+from .access import fault_in, page_access, read_bytes, write_bytes
 from .mm import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE
 from .uapi import EAGAIN, EBADF, EFAULT, EINVAL, EIO, ENOENT, ESRCH, PAGE_SHIFT, PAGE_SIZE
 
@@ -59,8 +59,7 @@ def copy_to_user_with_pkru(thread: Thread, addr: int, data: bytes, pkru: int) ->
     for a, n in _pages(addr, len(data)):
         if addr >= 1 << 64 or page_access(mm, pkru, a, write=True) is not None:
             break
-        for i in range(n):
-            set_byte(system, mm, a + i, data[done + i])
+        write_bytes(system, mm, a, data[done:done + n])
         done += n
     return done if done or not data else -EFAULT
 
@@ -80,7 +79,7 @@ def copy_from_user(thread: Thread, addr: int, length: int) -> bytes | int:
     for a, n in _pages(addr, length):
         if page_access(mm, thread.pkru, a) is not None:
             break
-        out += bytes(byte_at(system, mm, a + i) for i in range(n))
+        out += read_bytes(system, mm, a, n)
     return bytes(out) if out or not length else -EFAULT
 
 
@@ -104,11 +103,10 @@ def access_remote_vm(system: System, mm: Mm, addr: int, length: int, *, write: b
             break
         if (a >> PAGE_SHIFT) not in mm.ptes:
             fault_in(mm, vma, a, write)
-        for i in range(n):
-            if write:
-                set_byte(system, mm, a + i, data[done + i])
-            else:
-                out.append(byte_at(system, mm, a + i))
+        if write:
+            write_bytes(system, mm, a, data[done:done + n])
+        else:
+            out += read_bytes(system, mm, a, n)
         done += n
     if not done:
         return -EFAULT

@@ -63,7 +63,9 @@ class Step:
     ``reads`` and ``writes`` name the resources the step may touch: ``mm``
     (VMAs, page tables, memory), ``map`` (the allocation map), ``pkru``
     (the step's own thread's PKRU; made ``pkru:<thread>`` by the race) and
-    any name a race invents for its own shared variables. Two steps of
+    any name a race invents for its own shared variables. Every step also
+    reads ``life``, whether its process still runs; a step that can end the
+    process (a faulting access, a signal) writes it. Two steps of
     different threads are independent when neither writes what the other
     touches; the explorer relies on this, and ``tests/test_races.py`` checks
     that independent steps really commute.
@@ -83,8 +85,10 @@ def syscall(label: str, action: Callable[[World], Any], *, pkru: bool = False,
 
 
 def access(label: str, action: Callable[[World], Any], *, write_mm: bool = True) -> Step:
-    """A load, store or fetch: reads the caller's PKRU, may fill in a page (writes mm)."""
-    return Step(label, action, frozenset({"pkru", "mm"}), frozenset({"mm"} if write_mm else ()))
+    """A load, store or fetch: reads the caller's PKRU, may fill in a page (writes mm) or
+    end the process with a fault (writes life)."""
+    return Step(label, action, frozenset({"pkru", "mm"}),
+                frozenset({"mm", "life"} if write_mm else {"life"}))
 
 
 def register(label: str, action: Callable[[World], Any], *, write: bool) -> Step:
@@ -135,7 +139,7 @@ class Race:
 def _resources(step: Step, thread: str) -> tuple[frozenset[str], frozenset[str]]:
     def own(names: frozenset[str]) -> frozenset[str]:
         return frozenset(f"pkru:{thread}" if n == "pkru" else n for n in names)
-    return own(step.reads), own(step.writes)
+    return own(step.reads) | {"life"}, own(step.writes)
 
 
 class RaceProgram:

@@ -87,7 +87,7 @@ def _first_alloc_setup() -> World:
 
 
 race(Race(
-    name="XO+alloc+mprotectexec",
+    name="XO+allocuse1+mprotectexec",
     family="exec_only",
     question=(
         "A library in T1 allocates a key and, assuming the first key a process gets is 1, "
@@ -107,9 +107,9 @@ race(Race(
 ))
 
 race(Race(
-    name="XO+allocuse+mprotectexec",
+    name="XO+allocusek+mprotectexec",
     family="exec_only",
-    variant_of="XO+alloc+mprotectexec",
+    variant_of="XO+allocuse1+mprotectexec",
     variant="As above, but T1 tags its buffer with the key pkey_alloc returned.",
     question=(
         "pkey_alloc says which key the caller got; the number is whatever was free. If T1 uses "

@@ -67,6 +67,11 @@ def write_once(var: str, src: str) -> Step:
                  writes=(var,))
 
 
+def reads_mm(label: str, action: Callable[[World], Any]) -> Step:
+    """A step that only reads the address space under the mmap read lock (``/proc/self/smaps``)."""
+    return Step(label, action, frozenset({"mm"}), frozenset())
+
+
 def set_flag(var: str) -> Step:
     """``WRITE_ONCE(var, 1)``."""
     return local(f"WRITE_ONCE({var}, 1)", lambda w: w.v.__setitem__(var, 1), writes=(var,))
@@ -92,7 +97,7 @@ def load(thread: str, reg: str, addr: str) -> Step:
 
 
 def alloc(thread: str, reg: str, rights: int, rights_text: str, *, record_pkru: bool = False) -> Step:
-    """``reg = pkey_alloc(0, rights)``; with ``record_pkru`` the thread's PKRU afterwards is shown as ``<thread>.pkru``.
+    """``reg = pkey_alloc(0, rights)``; ``record_pkru`` also shows the PKRU as ``<thread>.pkru``.
 
     Only the calling thread writes its own PKRU, so the value recorded by
     its last PKRU-writing step is its PKRU at the end of the race.
@@ -150,9 +155,9 @@ race(Race(
     question=(
         "Library A keeps a secret behind a key it allocated with access disabled, then frees "
         "the key while the secret still carries it. Library B, in another thread, allocates a "
-        "key for itself with full rights and reads the secret's address. Can B read A's "
-        "secret? The key number is reused and B's init rights open it: a use after free "
-        "of the protection key, which libmpk names as a weakness of MPK."),
+        "key for itself with full rights and reads the memory at the secret's address. Can B "
+        "read A's secret? The key number is reused and B's init rights open it: a use after "
+        "free of the protection key, which libmpk names as a weakness of MPK."),
     setup=_uaf_setup,
     threads={
         "A": (
@@ -481,8 +486,8 @@ race(Race(
         "freed key?"),
     setup=_smaps_setup,
     threads={
-        "T1": (local('n = VMAs with "ProtectionKey: k" in /proc/self/smaps',
-                     lambda w: w.v.__setitem__("n", _count_key(w)), reads=("mm",)),
+        "T1": (reads_mm('n = VMAs with "ProtectionKey: k" in /proc/self/smaps',
+                        lambda w: w.v.__setitem__("n", _count_key(w))),
                syscall("if (n == 0) free = pkey_free(k)", _free_if_unused)),
         "T2": (pkey_mprotect("T2", "buf", "k"),),
     },

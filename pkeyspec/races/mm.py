@@ -9,8 +9,8 @@ depends on what other threads mapped or unmapped before it.
 from __future__ import annotations
 
 from ..uapi import PAGE_SIZE, PROT_READ
-from . import Race, World, local, race, syscall
-from .lifetime import ANON, RW, two_threads
+from . import Race, World, race, syscall
+from .lifetime import ANON, RW, reads_mm, two_threads
 
 
 def _three_vmas_setup() -> World:
@@ -44,8 +44,7 @@ race(Race(
             syscall("mp = pkey_mprotect(a, 3 * PAGE_SIZE, PROT_READ, k)",
                     lambda w: w.do("mp", w.T1.pkey_mprotect, w.v["a"], 3 * PAGE_SIZE, PROT_READ,
                                    w.v["k"])),
-            local('p1, p2 = "ProtectionKey:" of V1 and V2 in /proc/self/smaps', _keys_of_v1_v2,
-                  reads=("mm",)),
+            reads_mm('p1, p2 = "ProtectionKey:" of V1 and V2 in /proc/self/smaps', _keys_of_v1_v2),
         ),
         "T2": (syscall("munmap(a + 2 * PAGE_SIZE, PAGE_SIZE)",
                        lambda w: w.do("unmap", w.T2.munmap, w.v["a"] + 2 * PAGE_SIZE, PAGE_SIZE)),),

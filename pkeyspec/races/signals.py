@@ -27,14 +27,14 @@ from ..hardware import check_user_access, pkru_rights, pkru_with_rights
 from ..signals import SA_ONSTACK, Killed, SignalContext, force_sig_fault, send_signal
 from ..system import System
 from ..uapi import (
-    PAGE_SHIFT, PAGE_SIZE, PKEY_DISABLE_ACCESS, PKEY_DISABLE_WRITE, PROT_READ, PROT_WRITE, SIGUSR1,
+    PAGE_SHIFT, PAGE_SIZE, PKEY_DISABLE_ACCESS, PKEY_DISABLE_WRITE, SIGUSR1,
 )
 from . import Race, Step, World, access, race, register
 from .lifetime import ANON, RW, SECRET, killed_by_pkuerr, page, pkey_mprotect, two_threads
 
 
 def deliver(label: str, target: str = "T", signo: int = SIGUSR1, *, record_pkru: bool = False) -> Step:
-    """The kernel delivers ``signo`` to ``target`` between two of its steps; the handler runs to sigreturn.
+    """The kernel delivers ``signo`` to ``target`` between two of its steps: handler, then sigreturn.
 
     Records what delivery returned as ``sig`` (None: the handler ran and
     returned; a :class:`~pkeyspec.signals.Killed`: the process died). With
@@ -47,7 +47,7 @@ def deliver(label: str, target: str = "T", signo: int = SIGUSR1, *, record_pkru:
         w.v["sig"] = send_signal(t, signo)
         if record_pkru:
             w.v[f"{target}.pkru"] = t.pkru
-    res = frozenset({f"pkru:{target}", "mm"})
+    res = frozenset({f"pkru:{target}", "mm", "life"})   # a signal can end the process
     return Step(label, act, res, res)
 
 
@@ -131,7 +131,7 @@ race(Race(
                       record_pkru=True),),
     },
     exists=lambda w: pkru_rights(w.v["T.pkru"], w.v["k2"]) != PKEY_DISABLE_WRITE,
-    exists_text="after both, T's PKRU does not have write disabled for k2: the handler's change is lost",
+    exists_text="in the end T's PKRU does not have write disabled for k2: the handler's change is lost",
     result="Sometimes",
     facts=("RACE-GLIBC-SET-VS-SIGNAL", "SIG-FRAME-PKRU-IS-INPUT", "SIG-X86-HANDLER-WRPKRU-LOST",
            "GLIBC-X86-SET"),
@@ -167,7 +167,7 @@ _DENY0_T = (
 _TGKILL = (deliver("tgkill(T, SIGUSR1): SA_ONSTACK handler on a key-0 altstack"),)
 
 race(Race(
-    name="ALTSTACK+denykey0+tgkill",
+    name="ALTSTACK61+denykey0+tgkill",
     family="signals",
     question=(
         "T briefly denies itself key 0, the key of its stacks, alternate signal stack included, "
@@ -188,7 +188,7 @@ race(Race(
 race(Race(
     name="ALTSTACK612+denykey0+tgkill",
     family="signals",
-    variant_of="ALTSTACK+denykey0+tgkill",
+    variant_of="ALTSTACK61+denykey0+tgkill",
     variant="As above, but on Linux 6.12, which opens every key while it writes the frame.",
     question=(
         "Since 6.12 the kernel sets PKRU to 0 while it writes the frame and stores the "
