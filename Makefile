@@ -35,3 +35,15 @@ clean: ## Remove _build and caches (keeps .venv)
 
 distclean: clean ## Also remove .venv
 	rm -rf .venv
+
+.PHONY: browser-test
+browser-test: html ## Check the fresh _build/html in headless Chromium (Debian's chromium); screenshots in _build/screenshots
+	$(PYTHON) -m pytest -raP -m browser tests/browser $(PYTEST_ARGS)
+
+# Real kernels: download the newest Debian 6.1, 6.12 and 7.x kernel packages
+# (cached in ~/.cache/pkeyspec-conformance), boot each under QEMU (TCG,
+# -cpu max; and -cpu qemu64 without PKU), write conformance/observations/ and
+# compare them with the model.  Needs root for apt-get; see conformance/run.py.
+.PHONY: conformance
+conformance: .venv/.installed ## Boot real kernels under QEMU, record observations, compare with the model
+	$(PYTHON) conformance/run.py

@@ -31,7 +31,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, Iterable, Sequence, TextIO
 
-from .explore import LimitReached, Observation, explore, explore_stateful
+from .explore import InconsistentOutcome, LimitReached, Observation, explore, explore_stateful
 from .hardware import (
     INIT_PKRU_VALUE, PF_BIT_NAMES, PKRU_HW_INIT, U32, X86_PF_INSTR, X86_PF_PK, X86_PF_PROT,
     X86_PF_RSVD, X86_PF_USER, X86_PF_WRITE, decode_pf_error, decode_pkru,
@@ -249,6 +249,8 @@ def run_race(race: Race, *, stateful: bool = False, max_states: int | None = Non
             obs = explore_stateful(program, race.name, max_states=max_states, progress=progress)
         else:
             obs = explore(program, race.name, max_executions=max_executions, progress=progress)
+    except InconsistentOutcome as e:
+        raise RaceError(f"race {race.name}: {e}") from e
     finally:
         progress.done()
     stopped = None

@@ -80,7 +80,7 @@ OPS = {
 WORD_ARG = {"smaps_pkey_of": ("stack", "text"), "cpuinfo_has": ("pku", "ospke"),
             "cpuid": ("pku", "ospke")}
 NEED_NAME = {"thread", "fork", "pipe"}
-HANDLER_FLAGS = {"pkru", "si_code", "si_pkey", "err", "frame_pkru", "xstate_bv9"}
+HANDLER_FLAGS = {"pkru", "si_code", "si_pkey", "err", "frame_pkru", "xstate_bv9", "clear_xstate_bv9"}
 HANDLER_VALUES = {"addr", "asm", "frame_set", "frame_clear", "frame", "wrpkru", "exit"}
 RET42 = bytes((0xB8, 0x2A, 0x00, 0x00, 0x00, 0xC3))
 MAX_TOKENS = 12
@@ -159,8 +159,6 @@ def parse_text(text: str, file: str) -> list[Scenario]:
         toks = raw.split("#", 1)[0].split()
         if not toks:
             continue
-        if len(toks) > MAX_TOKENS + 3:
-            raise ScenarioError(f"{where}: too many tokens")
         head = toks[0]
         if head == "scenario":
             if len(toks) != 2:
@@ -200,6 +198,8 @@ def parse_text(text: str, file: str) -> list[Scenario]:
         if i >= len(toks):
             raise ScenarioError(f"{where}: missing operation")
         op, args = toks[i], toks[i + 1:]
+        if len(args) > MAX_TOKENS:
+            raise ScenarioError(f"{where}: too many arguments")
         if op not in OPS:
             raise ScenarioError(f"{where}: unknown operation {op!r}")
         lo, hi = OPS[op]
@@ -452,10 +452,10 @@ class ModelRun:
                 hit = [v for v in vmas if v[3] == "[stack]"]
             else:
                 hit = [v for v in vmas if v[2][2:3] == "x" and v[3].startswith("/")]
-            if not hit:
-                self.out(o, "no-vma", "word")
-            elif hit[-1 if op == "smaps_pkey" else 0][4] is None:
-                self.out(o, "absent", "word")
+            if not hit or hit[-1 if op == "smaps_pkey" else 0][4] is None:
+                if o.name:
+                    self.vars[o.name] = -1
+                self.out(o, "absent" if hit else "no-vma", "word")
             else:
                 self.out(o, hit[-1 if op == "smaps_pkey" else 0][4])
         elif op == "vma_count":
@@ -469,7 +469,7 @@ class ModelRun:
         elif op == "eq":
             self.out(o, "yes" if a[0] == a[1] else "no", "word")
         elif op == "bits":
-            self.out(o, (a[1] << (2 * a[0])) & 0xFFFFFFFF, "hex")
+            self.out(o, 0 if not 0 <= a[0] <= 15 else (a[1] << (2 * a[0])) & 0xFFFFFFFF, "hex")
         elif op == "getpid":
             self.out(o, t.process.pid, "addr")
         elif op == "pipe":
@@ -553,9 +553,7 @@ class ModelRun:
         """What the runner's handler does, as model steps (see runner.c c_handler)."""
         def body(ctx) -> None:
             t, info = ctx.thread, ctx.info
-            h.calls += 1
             rec = self.record
-            rec(f"{h.name}.calls", str(h.calls))
             if "asm" in h.values:
                 # The assembly entry: RDPKRU, WRPKRU, then the C body (which pushes).
                 entry = t.rdpkru()
@@ -565,6 +563,8 @@ class ModelRun:
                     return
             else:
                 entry = None
+            h.calls += 1
+            rec(f"{h.name}.calls", str(h.calls))
             if "pkru" in h.flags:
                 v = entry if entry is not None else t.rdpkru()
                 if isinstance(v, _ENDS):
@@ -600,6 +600,11 @@ class ModelRun:
                     new = v | arg if key == "frame_set" else v & ~arg if key == "frame_clear" else arg
                     if isinstance(ctx.set_frame_pkru(new & 0xFFFFFFFF), _ENDS):
                         return
+            if "clear_xstate_bv9" in h.flags:
+                v = t.load(ctx.xstate_bv_address, 8)
+                if isinstance(v, _ENDS) or isinstance(
+                        t.store(ctx.xstate_bv_address, v & ~(1 << 9), 8), _ENDS):
+                    return
             if "wrpkru" in h.values:
                 if isinstance(t.wrpkru(h.values["wrpkru"]), _ENDS):
                     return

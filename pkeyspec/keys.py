@@ -42,7 +42,16 @@ def mm_pkey_is_allocated(mm: Mm, pkey: int) -> bool:
 
 
 def mm_pkey_alloc(mm: Mm) -> int:
-    """The lowest free key (``ffz``), marked allocated; -1 when none is free."""
+    """The lowest free key (``ffz``), marked allocated; -1 when none is free.
+
+    Without OSPKE it returns -1 at once: Linux 7.2.13 on a CPU without PKU
+    answers the very first ``pkey_alloc(0, 0)`` of a freshly exec'd process
+    with ENOSPC (observed by the conformance harness). The x86 source we
+    read has no such check and would take key 0 from the zeroed map, fail in
+    ``arch_set_user_pkey_access`` and return EINVAL once; the kernel wins.
+    """
+    if not mm.ospke:
+        return -1
     all_pkeys_mask = (1 << arch_max_pkey(mm)) - 1
     if mm.pkey_allocation_map & all_pkeys_mask == all_pkeys_mask:
         return -1

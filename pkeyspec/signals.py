@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .hardware import PKRU_HW_INIT, XFEATURE_PKRU
-from .uapi import SI_CODE_NAMES, SI_KERNEL, SIGNAL_NAMES, SIGSEGV
+from .uapi import EFAULT, SI_CODE_NAMES, SI_KERNEL, SIGNAL_NAMES, SIGSEGV
 
 if TYPE_CHECKING:
     from .tasks import Thread
@@ -234,6 +234,8 @@ def deliver(thread: Thread, info: Siginfo, err: int | None, action: Sigaction):
     write_pkru = PKRU_HW_INIT if system.kernel >= (6, 12) else thread.pkru
     system.note("interrupted", thread.pkru)
     system.note("kernel writes frame", write_pkru)
+    # setup_rt_frame starts with rseq_signal_deliver, under the interrupted PKRU.
+    fatal = rseq_signal_deliver(thread)
     image = bytearray(top - frame)
     xstate_bv = 1 << XFEATURE_PKRU
     bv_at = fpstate - frame + XSAVE_XSTATE_BV_OFFSET
@@ -264,9 +266,45 @@ def deliver(thread: Thread, info: Siginfo, err: int | None, action: Sigaction):
                 raise
         if proc.end is not None:
             return proc.end
+        if fatal:
+            # force_sigsegv(SIGSEGV) from the rseq update was queued as a fatal signal:
+            # it ends the process as soon as the handler returns.
+            return _end_by(thread, Siginfo(SIGSEGV, SI_KERNEL, 0), None)
         return sigreturn(thread, fpstate, saved)
     finally:
         thread.handler_depth -= 1
+
+
+#: Where ``struct rseq`` keeps ``rseq_cs`` (``include/uapi/linux/rseq.h``).
+RSEQ_CS_OFFSET = 8
+RSEQ_SIZE = 32
+
+
+def rseq_signal_deliver(thread: Thread) -> bool:
+    """The rseq update at signal delivery; True when it failed (a fatal SIGSEGV follows).
+
+    glibc (2.35 and later) registers a ``struct rseq`` for every thread, in
+    its thread control block, which sits in key-0 memory. Delivering a signal
+    makes the kernel read ``rseq_cs`` there, and before Linux 6.19 also write
+    the CPU number, with the interrupted thread's PKRU. If that PKRU denies
+    key 0, the access fails and the kernel calls ``force_sigsegv``: the
+    handler still runs (the frame is written with every key open since
+    6.12), but the process dies when it returns. Observed by the
+    conformance harness: with key 0 write-disabled this happens on 6.12 and
+    not on 7.2; with key 0 access-disabled on both. The selftests avoid rseq
+    for this reason (SIG-SELFTESTS-612). The version where the write moved
+    (the 6.19 rseq rework) is our reading; 6.12 and 7.2 are what was run.
+    """
+    if thread.rseq is None:
+        return False
+    from .uaccess import copy_from_user_with_pkru, copy_to_user_with_pkru
+    if copy_from_user_with_pkru(thread, thread.rseq + RSEQ_CS_OFFSET, 8, thread.pkru) == -EFAULT:
+        return True
+    if thread.system.kernel < (6, 19):
+        cpu = bytes(8)      # cpu_id_start and cpu_id: the model has one CPU, number 0
+        if copy_to_user_with_pkru(thread, thread.rseq, cpu, thread.pkru) < 0:
+            return True
+    return False
 
 
 def sigreturn(thread: Thread, fpstate: int, saved):

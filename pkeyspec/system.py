@@ -12,11 +12,16 @@ import copy
 import os
 
 from .hardware import INIT_PKRU_VALUE, U32
-from .mm import Mm, initial_vmas
+from .mm import PROGRAM_BASE, Mm, initial_vmas
 from .signals import SIG_IGN
 from .tasks import Process, Thread
 from .uapi import EINVAL, ENOENT, PAGE_SIZE
 
+
+
+#: Where the main thread's ``struct rseq`` lives: glibc's thread control block, which a
+#: static program keeps in its data segment (key 0).
+RSEQ_AREA = PROGRAM_BASE + 2 * PAGE_SIZE + 0x100
 
 
 def initial_sp(mm: Mm) -> int:
@@ -113,7 +118,8 @@ class System:
         pid = self._new_id()
         proc = Process(self, pid, self._fresh_mm())
         self.processes[pid] = proc
-        thread = Thread(proc, pid, self.init_pkru_value, sp=initial_sp(proc.mm))
+        thread = Thread(proc, pid, self.init_pkru_value, sp=initial_sp(proc.mm),
+                        rseq=RSEQ_AREA)
         proc.threads.append(thread)
         return thread
 
@@ -146,7 +152,8 @@ class System:
                 else:
                     f.pipe.readers += 1
         self.processes[pid] = proc
-        thread = Thread(proc, pid, parent.pkru, sp=parent.sp, altstack=parent.altstack)
+        thread = Thread(proc, pid, parent.pkru, sp=parent.sp, altstack=parent.altstack,
+                        rseq=parent.rseq)
         proc.threads.append(thread)
         return thread
 
@@ -156,7 +163,7 @@ class System:
         proc.threads[:] = [thread]
         thread.tid = proc.pid              # de_thread: the exec'ing thread becomes the leader
         thread.pkru = self.init_pkru_value
-        thread.sp, thread.altstack = initial_sp(proc.mm), None
+        thread.sp, thread.altstack, thread.rseq = initial_sp(proc.mm), None, RSEQ_AREA
         thread.blocked.clear()
         # Handlers do not survive exec; ignored signals stay ignored.
         proc.sigactions = {s: a for s, a in proc.sigactions.items() if a.handler == SIG_IGN}
@@ -213,7 +220,7 @@ class System:
             for t in proc.threads:
                 t2 = Thread(proc2, t.tid, t.pkru, sp=t.sp, altstack=t.altstack,
                             blocked=set(t.blocked), pending=list(t.pending),
-                            handler_depth=t.handler_depth)
+                            handler_depth=t.handler_depth, rseq=t.rseq)
                 memo[id(t)] = t2
                 proc2.threads.append(t2)
             new.processes[pid] = proc2
@@ -229,7 +236,7 @@ class System:
                                 for v in mm.vmas),
                           tuple(sorted(mm.ptes.items())), tuple(sorted(mm.memory.items())),
                           tuple((t.tid, t.pkru, t.sp, t.altstack, tuple(sorted(t.blocked)),
-                                 tuple(t.pending)) for t in p.threads),
+                                 tuple(t.pending), t.rseq) for t in p.threads),
                           tuple(sorted((s, repr(a)) for s, a in p.sigactions.items())),
                           tuple(sorted((fd, repr(f)) for fd, f in p.fds.items()))))
         shm = tuple((k, tuple(sorted(v.items()))) for k, v in sorted(self.shmem.items()))

@@ -85,6 +85,8 @@ class Thread:
     blocked: set[int] = field(default_factory=set)
     pending: list[int] = field(default_factory=list)
     handler_depth: int = 0
+    #: The thread's registered ``struct rseq`` (glibc registers one per thread), or None.
+    rseq: int | None = None
 
     def on_altstack(self) -> bool:
         return self.altstack is not None and \
@@ -259,17 +261,31 @@ class Thread:
     def clone(self, stack: int | None = None) -> Thread:
         """A new thread in this process; it starts with this thread's *current* PKRU (THR-CLONE-INHERITS).
 
-        ``stack`` is the new thread's stack top; without one the model maps
-        a 64 KiB stack for it, as ``pthread_create`` does (key 0).
+        Without ``stack`` this is ``pthread_create``: the model maps a 64 KiB
+        stack (key 0) and registers the thread's ``struct rseq`` at its top,
+        as glibc does. With ``stack`` it is a raw ``clone`` on that stack, with
+        no rseq area (as the kernel selftests do).
         """
         self._enter()
+        rseq = None
         if stack is None:
             from .uapi import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
             size = 64 * 1024
             base = _syscall(mm_.sys_mmap(self, 0, size, PROT_READ | PROT_WRITE,
                                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0))
-            stack = base + size
-        return self.system.new_thread(self.process, self.pkru, stack)
+            stack = base + size - 0x100
+            rseq = stack
+        thread = self.system.new_thread(self.process, self.pkru, stack)
+        thread.rseq = rseq
+        return thread
+
+    def rseq_unregister(self) -> int:
+        """``rseq(..., RSEQ_FLAG_UNREGISTER, ...)``: this thread stops using rseq."""
+        self._enter()
+        if self.rseq is None:
+            raise OSError(EINVAL, os.strerror(EINVAL))
+        self.rseq = None
+        return 0
 
     def fork(self) -> Thread:
         """A child process; returns its only thread.

@@ -74,10 +74,15 @@ def copy_from_user(thread: Thread, addr: int, length: int) -> bytes | int:
 
     A copy that stops part way returns the bytes it got.
     """
+    return copy_from_user_with_pkru(thread, addr, length, thread.pkru)
+
+
+def copy_from_user_with_pkru(thread: Thread, addr: int, length: int, pkru: int) -> bytes | int:
+    """Read user memory as the kernel does, with ``pkru`` in the CPU."""
     mm, system = thread.process.mm, thread.system
     out = bytearray()
     for a, n in _pages(addr, length):
-        if page_access(mm, thread.pkru, a) is not None:
+        if page_access(mm, pkru, a) is not None:
             break
         out += read_bytes(system, mm, a, n)
     return bytes(out) if out or not length else -EFAULT

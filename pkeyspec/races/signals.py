@@ -141,10 +141,13 @@ race(Race(
 
 # --- RACE-PRE612-ALTSTACK -------------------------------------------------------------------------
 
-def _altstack_setup(kernel: str):
+def _altstack_setup(kernel: str, rseq: bool = False):
+    """T with a key-0 alternate stack; without rseq, like the selftests' raw threads."""
     def setup() -> World:
         system = System(kernel=kernel)
         t = system.spawn()
+        if not rseq:
+            t.rseq_unregister()
         w = World(system, {"T": t})
         alt = t.mmap(0, 2 * PAGE_SIZE, RW, ANON)      # key 0, as the 6.12 selftests use
         t.sigaltstack(alt, 2 * PAGE_SIZE)
@@ -201,7 +204,26 @@ race(Race(
     result="Never",
     facts=("RACE-PRE612-ALTSTACK", "SIG-X86-612-PERMISSIVE-XSAVE", "SIG-SELFTESTS-612"),
     observe=("sig", "w1", "w2"),
-    note="System(kernel=\"6.12\").",
+    note="System(kernel=\"6.12\"); T has no rseq area, like the selftests' raw threads.",
+))
+
+race(Race(
+    name="ALTSTACK612+denykey0+tgkill+rseq",
+    family="signals",
+    variant_of="ALTSTACK612+denykey0+tgkill",
+    variant="As above, but T is an ordinary glibc thread, with its rseq area registered (in key-0 memory).",
+    question=(
+        "glibc registers a struct rseq for every thread, in key-0 memory, and the kernel "
+        "updates it at signal delivery under the interrupted PKRU, before it writes the frame. "
+        "If the signal lands while T denies key 0, can the process still die on 6.12?"),
+    setup=_altstack_setup("6.12", rseq=True),
+    threads={"T": _DENY0_T, "S": _TGKILL},
+    exists=lambda w: isinstance(w.v.get("sig"), Killed),
+    exists_text="the signal ends the process (here after the handler has run)",
+    result="Sometimes",
+    facts=("RACE-PRE612-ALTSTACK", "SIG-SELFTESTS-612", "KERN-RSEQ-PERMISSIVE"),
+    observe=("sig", "w1", "w2"),
+    note="System(kernel=\"6.12\"); the death was observed by the conformance harness.",
 ))
 
 
