@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 .PHONY: help venv html test doctest clean distclean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # The stamp is re-made whenever pyproject.toml changes.
 .venv/.installed: pyproject.toml

@@ -37,6 +37,7 @@ extensions = [
     "sphinx_copybutton",
     "sphinx_design",
     "pkeyspec.sphinxext.facts",
+    "pkeyspec.sphinxext.conformance",
     "pkeyspec.sphinxext.races",
     "pkeyspec.sphinxext.pictures",
     "pkeyspec.sphinxext.guarantees",
@@ -109,10 +110,10 @@ extlinks = {
 
 html_theme = "furo"
 html_title = f"pkeyspec {release}"
-# The build date, shown in furo's footer as "Last updated on ..." (SOURCE_DATE_EPOCH pins it).
-html_last_updated_fmt = "%Y-%m-%d"
-# _templates/page.html: the version (release) under the footer; a <base> for 404.html.
-templates_path = ["_templates"]  # relative to the conf dir, like html_static_path
+# Footer: "Last updated on <build date> (pkeyspec <version>)"; SOURCE_DATE_EPOCH pins the date.
+html_last_updated_fmt = f"%Y-%m-%d (pkeyspec {release})"
+# _templates/page.html gives 404.html a <base> (relative to the conf dir, like html_static_path).
+templates_path = ["_templates"]
 # The published root, e.g. https://owner.github.io/pkeyspec/ (the Pages workflow sets it).
 # Unset, every link stays relative and 404.html is right only for missing top-level paths.
 html_baseurl = os.environ.get("PKEYSPEC_BASE_URL", "")
