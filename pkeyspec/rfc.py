@@ -23,9 +23,9 @@ import os
 from typing import TYPE_CHECKING
 
 from . import cabi
-from .hardware import pkru_rights
+from .hardware import pkru_allows_read, pkru_allows_write
 from .keys import arch_set_user_pkey_access, mm_pkey_is_allocated
-from .uapi import EBADF, EINVAL
+from .uapi import EBADF, EINVAL, PKEY_DISABLE_ACCESS, PKEY_DISABLE_WRITE
 
 if TYPE_CHECKING:
     from .tasks import Thread
@@ -48,7 +48,10 @@ def get_rights(thread: Thread, pkey: int, allocated: bool) -> int:
     thread._enter()
     if not allocated:
         raise _fail(EBADF)
-    return pkru_rights(thread.pkru, cabi.int32(pkey))
+    # arch_get_user_pkey_access: AD disables writes too, so AD reads back as AD|WD.
+    pkey, pkru = cabi.int32(pkey), thread.pkru
+    return ((0 if pkru_allows_read(pkru, pkey) else PKEY_DISABLE_ACCESS)
+            | (0 if pkru_allows_write(pkru, pkey) else PKEY_DISABLE_WRITE))
 
 
 def set_rights(thread: Thread, pkey: int, access_rights: int, allocated: bool) -> int:

@@ -35,6 +35,8 @@ SA_NODEFER = 0x40000000
 SA_RESETHAND = 0x80000000
 SS_ONSTACK = 1
 SS_DISABLE = 2
+SS_AUTODISARM = 1 << 31
+SI_TKILL = -6
 #: ``MINSIGSTKSZ`` of the UAPI; smaller alternate stacks are refused with ENOMEM.
 MINSIGSTKSZ = 2048
 
@@ -255,6 +257,7 @@ def deliver(thread: Thread, info: Siginfo, err: int | None, action: Sigaction):
     if action.flags & SA_RESETHAND:
         proc.sigactions[info.si_signo] = Sigaction()
     thread.handler_depth += 1
+    execs = proc.execs
     try:
         if action.touches_stack and thread.store(frame - 8, 0, 8) is not None:
             return proc.end
@@ -266,6 +269,8 @@ def deliver(thread: Thread, info: Siginfo, err: int | None, action: Sigaction):
                 raise
         if proc.end is not None:
             return proc.end
+        if proc.execs != execs or thread not in proc.threads:
+            return None             # the handler called execve: it never returns
         if fatal:
             # force_sigsegv(SIGSEGV) from the rseq update was queued as a fatal signal:
             # it ends the process as soon as the handler returns.

@@ -153,7 +153,7 @@ class System:
                     f.pipe.readers += 1
         self.processes[pid] = proc
         thread = Thread(proc, pid, parent.pkru, sp=parent.sp, altstack=parent.altstack,
-                        rseq=parent.rseq)
+                        rseq=parent.rseq, blocked=set(parent.blocked))
         proc.threads.append(thread)
         return thread
 
@@ -164,7 +164,7 @@ class System:
         thread.tid = proc.pid              # de_thread: the exec'ing thread becomes the leader
         thread.pkru = self.init_pkru_value
         thread.sp, thread.altstack, thread.rseq = initial_sp(proc.mm), None, RSEQ_AREA
-        thread.blocked.clear()
+        proc.execs += 1
         # Handlers do not survive exec; ignored signals stay ignored.
         proc.sigactions = {s: a for s, a in proc.sigactions.items() if a.handler == SIG_IGN}
         return thread
@@ -214,7 +214,8 @@ class System:
                      execute_only_pkey=mm.execute_only_pkey, ptes=dict(mm.ptes),
                      memory=dict(mm.memory), next_anon_vma=mm.next_anon_vma)
             memo[id(mm)] = mm2
-            proc2 = Process(new, pid, mm2, end=proc.end, sigactions=dict(proc.sigactions),
+            proc2 = Process(new, pid, mm2, end=proc.end, execs=proc.execs,
+                            sigactions=dict(proc.sigactions),
                             fds={fd: copy.deepcopy(f, memo) for fd, f in proc.fds.items()})
             memo[id(proc)] = proc2
             for t in proc.threads:

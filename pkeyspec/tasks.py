@@ -19,11 +19,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import access, cabi, keys, mm as mm_, signals, uaccess
-from .signals import MINSIGSTKSZ, SS_DISABLE, SS_ONSTACK, Exited, Killed, Sigaction
+from .signals import MINSIGSTKSZ, SS_AUTODISARM, SS_DISABLE, SS_ONSTACK, Exited, Killed, Sigaction
 from .uapi import EINVAL, ENOMEM, EPERM, ESRCH
 
 if TYPE_CHECKING:
     from .system import System
+
+
+def _valid_signal(signum: int) -> int:
+    """Signal numbers 0..64 (0: only a check); anything else is EINVAL (``valid_signal``)."""
+    signum = cabi.int32(signum)
+    if signum < 0 or signum > 64:
+        raise OSError(EINVAL, os.strerror(EINVAL))
+    return signum
 
 
 def _syscall(ret: int) -> int:
@@ -42,6 +50,8 @@ class Process:
     mm: mm_.Mm
     threads: list[Thread] = field(default_factory=list)
     end: Exited | Killed | None = None
+    #: How many times the process has called execve (a handler that execs never returns).
+    execs: int = 0
     #: Signal dispositions, shared by the threads (``sigaction``).
     sigactions: dict[int, Sigaction] = field(default_factory=dict)
     #: Open files: pipe ends and ``/proc/PID/mem``.
@@ -62,6 +72,9 @@ class Process:
         """Every thread of the process stops; the process is now a zombie with ``end``."""
         if self.end is None:
             self.end = end
+            # do_exit -> exit_files: a dead process's pipe ends close.
+            for fd in list(self.fds):
+                uaccess.close_file(self.fds.pop(fd))
 
     def smaps(self) -> str:
         return mm_.smaps(self.mm)
@@ -230,9 +243,10 @@ class Thread:
         ss_sp, ss_size, ss_flags = cabi.ulong(ss_sp), cabi.ulong(ss_size), cabi.int32(ss_flags)
         if self.on_altstack():
             raise OSError(EPERM, os.strerror(EPERM))
-        if ss_flags not in (0, SS_ONSTACK, SS_DISABLE):
+        ss_mode = (ss_flags & 0xFFFFFFFF) & ~SS_AUTODISARM
+        if ss_mode not in (0, SS_ONSTACK, SS_DISABLE):
             raise OSError(EINVAL, os.strerror(EINVAL))
-        if ss_flags == SS_DISABLE:
+        if ss_mode == SS_DISABLE:
             self.altstack = None
             return 0
         if ss_size < MINSIGSTKSZ:
@@ -243,18 +257,30 @@ class Thread:
     def raise_signal(self, signum: int):
         """``raise(3)``: send ``signum`` to this thread; returns how the process ended, or None."""
         self._enter()
-        return signals.send_signal(self, cabi.int32(signum))
+        signum = _valid_signal(signum)
+        return signals.send_signal(self, signum) if signum else None
 
     def tgkill(self, tid: int, signum: int) -> int:
-        """Send ``signum`` to thread ``tid`` of this process; it is delivered when that thread runs next."""
+        """Send ``signum`` to thread ``tid`` of this process.
+
+        Signal 0 only checks that the thread exists. A signal whose action is
+        the default and ends the process ends the whole thread group at once
+        (``complete_signal``); any other is delivered when the target runs next.
+        """
         self._enter()
+        signum = _valid_signal(signum)
         target = next((t for t in self.process.threads if t.tid == tid), None)
         if target is None:
             raise ProcessLookupError(ESRCH, os.strerror(ESRCH))
+        if not signum:
+            return 0
+        action = self.process.sigactions.get(signum, Sigaction())
         if target is self:
-            signals.send_signal(self, cabi.int32(signum))
-        else:
-            target.pending.append(cabi.int32(signum))
+            signals.send_signal(self, signum)
+        elif action.handler == signals.SIG_DFL and signum not in target.blocked:
+            self.process.terminate(Killed(signum, signals.Siginfo(signum, signals.SI_TKILL)))
+        elif action.handler != signals.SIG_IGN:
+            target.pending.append(signum)
         return 0
 
     # --- tasks -----------------------------------------------------------

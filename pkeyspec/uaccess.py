@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING
 
 from . import cabi
 from .access import fault_in, page_access, read_bytes, write_bytes
-from .mm import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE
-from .uapi import EAGAIN, EBADF, EFAULT, EINVAL, EIO, ENOENT, ESRCH, PAGE_SHIFT, PAGE_SIZE
+from .mm import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_SHARED, VM_WRITE
+from .uapi import (
+    EAGAIN, EBADF, EFAULT, EINVAL, EIO, ENOENT, EPIPE, ESPIPE, ESRCH, PAGE_SHIFT, PAGE_SIZE, SIGPIPE,
+)
 
 if TYPE_CHECKING:
     from .mm import Mm
@@ -103,8 +105,7 @@ def access_remote_vm(system: System, mm: Mm, addr: int, length: int, *, write: b
         vma = mm.find_vma(a)
         if vma is None:
             break
-        need, may = (VM_WRITE, VM_MAYWRITE) if write else (VM_READ, VM_MAYREAD)
-        if not vma.flags & need and not (force and vma.flags & may):
+        if not _vma_allows(vma.flags, write, force):
             break
         if (a >> PAGE_SHIFT) not in mm.ptes:
             fault_in(mm, vma, a, write)
@@ -116,6 +117,18 @@ def access_remote_vm(system: System, mm: Mm, addr: int, length: int, *, write: b
     if not done:
         return -EFAULT
     return bytes(out) if not write else done
+
+
+def _vma_allows(flags: int, write: bool, force: bool) -> bool:
+    """``check_vma_flags`` (mm/gup.c): FOLL_FORCE may write a private mapping that could be
+    made writable (copy on write), and read one that could be made readable."""
+    if write:
+        if flags & VM_WRITE:
+            return True
+        return force and flags & (VM_SHARED | VM_MAYWRITE) == VM_MAYWRITE
+    if flags & VM_READ:
+        return True
+    return force and bool(flags & VM_MAYREAD)
 
 
 @dataclass(eq=False)
@@ -155,21 +168,31 @@ def sys_pipe(thread: Thread) -> tuple[int, int]:
     return rfd, wfd
 
 
-def sys_close(thread: Thread, fd: int) -> int:
-    f = _file(thread, fd)
-    if isinstance(f, int):
-        return f
-    del thread.process.fds[cabi.int32(fd)]
+def close_file(f: object) -> None:
+    """Drop one reference to an open file (a pipe end counts its readers and writers)."""
     if isinstance(f, PipeEnd):
         if f.write:
             f.pipe.writers -= 1
         else:
             f.pipe.readers -= 1
+
+
+def sys_close(thread: Thread, fd: int) -> int:
+    f = _file(thread, fd)
+    if isinstance(f, int):
+        return f
+    del thread.process.fds[cabi.int32(fd)]
+    close_file(f)
     return 0
 
 
 def sys_write(thread: Thread, fd: int, buf: int, count: int) -> int:
-    """``write(2)`` to a pipe: the kernel copies from ``buf`` under the caller's PKRU."""
+    """``write(2)`` to a pipe: the kernel copies from ``buf`` under the caller's PKRU.
+
+    ``pipe_write`` fills one pipe page at a time; a page that cannot be
+    filled completely is dropped, and the call fails with EFAULT if nothing
+    was written before it. With no reader left: SIGPIPE, then EPIPE.
+    """
     buf, count = cabi.ulong(buf), cabi.ulong(count)
     f = _file(thread, fd)
     if isinstance(f, int):
@@ -178,20 +201,29 @@ def sys_write(thread: Thread, fd: int, buf: int, count: int) -> int:
         return -EBADF
     if count == 0:
         return 0
+    if f.pipe.readers == 0:
+        from .signals import send_signal
+        send_signal(thread, SIGPIPE)
+        return -EPIPE
     count = min(count, PIPE_BUF_SIZE - len(f.pipe.data))
     if count == 0:
         return -EAGAIN
     data = copy_from_user(thread, buf, count)
-    if isinstance(data, int):
-        return data
-    f.pipe.data += data
-    return len(data)
+    got = 0 if isinstance(data, int) else len(data)
+    if got < count:
+        got -= got % PAGE_SIZE          # the partly filled page is dropped
+    if got == 0:
+        return -EFAULT
+    f.pipe.data += data[:got]
+    return got
 
 
 def sys_read(thread: Thread, fd: int, buf: int, count: int) -> int:
     """``read(2)`` from a pipe: the kernel copies into ``buf`` under the caller's PKRU.
 
-    What could not be copied stays in the pipe.
+    ``pipe_read`` empties one pipe page at a time; a page that cannot be
+    copied out completely stays in the pipe, and the call fails with EFAULT
+    if nothing was read before it.
     """
     buf, count = cabi.ulong(buf), cabi.ulong(count)
     f = _file(thread, fd)
@@ -203,10 +235,14 @@ def sys_read(thread: Thread, fd: int, buf: int, count: int) -> int:
         return 0
     if not f.pipe.data:
         return 0 if f.pipe.writers == 0 else -EAGAIN
-    chunk = bytes(f.pipe.data[:count])
-    done = copy_to_user(thread, buf, chunk)
-    if done > 0:
-        del f.pipe.data[:done]
+    done = 0
+    while done < count and f.pipe.data:
+        chars = min(count - done, PAGE_SIZE, len(f.pipe.data))
+        chunk = bytes(f.pipe.data[:chars])
+        if copy_to_user(thread, buf + done, chunk) != chars:
+            return done if done else -EFAULT
+        del f.pipe.data[:chars]
+        done += chars
     return done
 
 
@@ -218,40 +254,51 @@ def sys_open_proc_mem(thread: Thread, pid: int) -> int:
     return thread.process.alloc_fd(ProcMem(pid))
 
 
-def sys_pread(thread: Thread, fd: int, buf: int, count: int, offset: int) -> int:
-    """``pread`` on ``/proc/PID/mem``: read the target foreign (no keys), copy out checked."""
+def _mem_rw(thread: Thread, fd: int, buf: int, count: int, offset: int, write: bool) -> int:
+    """``mem_rw`` (fs/proc/base.c): one page-sized chunk at a time through a kernel page.
+
+    The target is accessed foreign, with FOLL_FORCE (no keys); the caller's
+    buffer is copied with the caller's PKRU, and any failed copy makes the
+    whole call EFAULT. A target chunk that cannot be accessed ends the call:
+    EIO if nothing was done yet.
+    """
     buf, count, offset = cabi.ulong(buf), cabi.ulong(count), cabi.ulong(offset)
     f = _file(thread, fd)
     if isinstance(f, int):
         return f
-    if not isinstance(f, ProcMem):
-        return -EINVAL
+    if isinstance(f, PipeEnd):
+        return -ESPIPE
     target = thread.system.processes[f.pid]
-    if count == 0:
-        return 0
-    data = access_remote_vm(thread.system, target.mm, offset, count, write=False, force=True)
-    if isinstance(data, int):
-        return -EIO
-    return copy_to_user(thread, buf, data)
+    copied = 0
+    while count:
+        this_len = min(count, PAGE_SIZE)
+        if write:
+            data = copy_from_user(thread, buf, this_len)
+            if isinstance(data, int) or len(data) != this_len:
+                return -EFAULT
+            done = access_remote_vm(thread.system, target.mm, offset, this_len, write=True,
+                                    data=data, force=True)
+            this_len = 0 if done < 0 else done
+        else:
+            data = access_remote_vm(thread.system, target.mm, offset, this_len, write=False,
+                                    force=True)
+            this_len = 0 if isinstance(data, int) else len(data)
+            if this_len and copy_to_user(thread, buf, data) != this_len:
+                return -EFAULT
+        if not this_len:
+            return copied if copied else -EIO
+        buf, offset, count, copied = buf + this_len, offset + this_len, count - this_len, copied + this_len
+    return copied
+
+
+def sys_pread(thread: Thread, fd: int, buf: int, count: int, offset: int) -> int:
+    """``pread`` on ``/proc/PID/mem`` (a pipe has no offset: ESPIPE)."""
+    return _mem_rw(thread, fd, buf, count, offset, write=False)
 
 
 def sys_pwrite(thread: Thread, fd: int, buf: int, count: int, offset: int) -> int:
-    """``pwrite`` on ``/proc/PID/mem``: copy in checked, write the target foreign (no keys)."""
-    buf, count, offset = cabi.ulong(buf), cabi.ulong(count), cabi.ulong(offset)
-    f = _file(thread, fd)
-    if isinstance(f, int):
-        return f
-    if not isinstance(f, ProcMem):
-        return -EINVAL
-    if count == 0:
-        return 0
-    data = copy_from_user(thread, buf, count)
-    if isinstance(data, int):
-        return data
-    target = thread.system.processes[f.pid]
-    done = access_remote_vm(thread.system, target.mm, offset, len(data), write=True,
-                            data=data, force=True)
-    return -EIO if done < 0 else done
+    """``pwrite`` on ``/proc/PID/mem`` (a pipe has no offset: ESPIPE)."""
+    return _mem_rw(thread, fd, buf, count, offset, write=True)
 
 
 def _target(thread: Thread, pid: int):

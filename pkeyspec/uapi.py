@@ -53,6 +53,8 @@ EAGAIN = _errno.EAGAIN
 EIO = _errno.EIO
 ENOENT = _errno.ENOENT
 ERANGE = _errno.ERANGE
+ESPIPE = _errno.ESPIPE
+EPIPE = _errno.EPIPE
 
 # Signals (arch/x86/include/uapi/asm/signal.h)
 SIGILL = 4
@@ -60,6 +62,7 @@ SIGKILL = 9
 SIGUSR1 = 10
 SIGSEGV = 11
 SIGUSR2 = 12
+SIGPIPE = 13
 
 # si_code values (include/uapi/asm-generic/siginfo.h)
 SI_KERNEL = 0x80
@@ -82,7 +85,7 @@ PAGE_SIZE = 1 << PAGE_SHIFT
 PAGE_MASK = ~(PAGE_SIZE - 1)
 
 SIGNAL_NAMES = {SIGILL: "SIGILL", SIGKILL: "SIGKILL", SIGUSR1: "SIGUSR1",
-                SIGSEGV: "SIGSEGV", SIGUSR2: "SIGUSR2"}
+                SIGSEGV: "SIGSEGV", SIGUSR2: "SIGUSR2", SIGPIPE: "SIGPIPE"}
 SI_CODE_NAMES = {
     SIGSEGV: {SEGV_MAPERR: "SEGV_MAPERR", SEGV_ACCERR: "SEGV_ACCERR",
               SEGV_BNDERR: "SEGV_BNDERR", SEGV_PKUERR: "SEGV_PKUERR",

@@ -1,0 +1,710 @@
+"""The kernel's accesses to user memory: its own copies (checked) and foreign ones (not).
+
+Expected values are Linux's: rows l and m of
+``/work/shared/linux-observed.md``, the facts of ``pkeys-facts.md`` (IDs in
+the docstrings) and, where no row covers a case, the kernel source named in
+the docstring (``fs/pipe.c``, ``fs/proc/base.c`` ``mem_rw``,
+``mm/process_vm_access.c``, ``mm/gup.c`` ``check_vma_flags``,
+``kernel/ptrace.c``, ``fs/read_write.c``).
+"""
+
+import errno
+
+import pytest
+
+from pkeyspec import (
+    MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PKEY_DISABLE_ACCESS, PKEY_DISABLE_WRITE,
+    PROT_READ, PROT_WRITE, PTRACE_PEEKDATA, PTRACE_POKEDATA, SIG_IGN, SIGSEGV, Exited, Killed,
+    System, pkru_with_rights,
+)
+
+PAGE = 4096
+RW = PROT_READ | PROT_WRITE
+ANON = MAP_PRIVATE | MAP_ANONYMOUS
+AD = PKEY_DISABLE_ACCESS
+WD = PKEY_DISABLE_WRITE
+SIGPIPE = 13
+SEGV_PKUERR = 4
+SEGV_ACCERR = 2
+
+
+def spawn(kernel="7.2"):
+    return System(kernel=kernel, pku=True).spawn()
+
+
+def fill(t, addr, data):
+    for i, b in enumerate(data):
+        assert t.store(addr + i, b) is None
+
+
+def dump(t, addr, n):
+    return bytes(t.load(addr + i) for i in range(n))
+
+
+def page(t, pages=1, value=None, prot=RW, flags=ANON):
+    """Fresh pages; with ``value``, every page's first byte is written (so it is populated)."""
+    p = t.mmap(0, pages * PAGE, prot, flags)
+    if value is not None:
+        for i in range(pages):
+            assert t.store(p + i * PAGE, value) is None
+    return p
+
+
+def rekey(t, addr, rights, pages=1):
+    k = t.pkey_alloc(0, rights)
+    assert t.pkey_mprotect(addr, pages * PAGE, RW, k) == 0
+    return k
+
+
+def err_of(fn, *args):
+    with pytest.raises(OSError) as exc:
+        fn(*args)
+    return exc.value.errno
+
+
+def watch_sigsegv(t):
+    """Install a SIGSEGV handler that records each call and ends the process with status 17."""
+    calls = []
+
+    def record(ctx):
+        calls.append(ctx.info)
+        ctx.thread.exit_group(17)
+
+    t.sigaction(SIGSEGV, record)
+    return calls
+
+
+@pytest.fixture(params=("6.1", "6.12", "7.2"))
+def kernel(request):
+    return request.param
+
+
+# --- the kernel's own copies: EFAULT under the caller's PKRU --------------------------------
+
+@pytest.mark.parametrize("populated", [True, False], ids=["populated", "never-touched"])
+def test_write_from_ad_buffer_is_efault_no_signal_process_alive(kernel, populated):
+    """Row l: "write(pipe, AD buf)" -> "-1 EFAULT" (6.1, 6.12, 7.2).
+
+    No SIGSEGV is delivered (a handler is installed and never called), the
+    process runs on, and nothing reached the pipe.
+
+    Facts: KERN-COPY-USER, KERN-DOC-SIGSEGV-CLAIM, HW-X86-USER-PAGES, HW-X86-PK-NEEDS-PRESENT.
+    """
+    t = spawn(kernel)
+    buf = page(t, value=0x41 if populated else None)
+    rekey(t, buf, AD)
+    calls = watch_sigsegv(t)
+    r, w = t.pipe()
+    assert err_of(t.write, w, buf, 1) == errno.EFAULT
+    assert calls == []
+    assert t.alive
+    assert err_of(t.read, r, page(t), 1) == errno.EAGAIN
+
+
+@pytest.mark.parametrize("populated", [True, False], ids=["populated", "never-touched"])
+def test_read_into_ad_buffer_is_efault_and_the_byte_stays_in_the_pipe(kernel, populated):
+    """Row l: "read(pipe -> AD buf) / read(-> never-touched AD buf)" -> "-1 EFAULT".
+
+    The byte that could not be delivered is still in the pipe; no signal.
+
+    Facts: KERN-COPY-USER, KERN-DOC-SIGSEGV-CLAIM, HW-X86-PK-NEEDS-PRESENT.
+    Source: fs/pipe.c ``pipe_read`` (a short copy returns -EFAULT and leaves the buffer).
+    """
+    t = spawn(kernel)
+    buf = page(t, value=0x41 if populated else None)
+    rekey(t, buf, AD)
+    plain = page(t, value=0x5A)
+    calls = watch_sigsegv(t)
+    r, w = t.pipe()
+    assert t.write(w, plain, 1) == 1
+    assert err_of(t.read, r, buf, 1) == errno.EFAULT
+    assert calls == []
+    assert t.alive
+    assert t.read(r, plain + 1, 1) == 1
+    assert t.load(plain + 1) == 0x5A
+
+
+def test_wd_buffer_write_ok_read_into_it_efault():
+    """Write-disable: the kernel may read the buffer (write() works) but not write it (read() EFAULT).
+
+    Facts: HW-X86-AD-WD-SEMANTICS, HW-X86-USER-PAGES, KERN-COPY-USER.
+    Source: tools/testing/selftests/mm/protection_keys.c
+    ``test_kernel_write_of_write_disabled_region``.
+    """
+    t = spawn()
+    buf = page(t, value=0x33)
+    rekey(t, buf, WD)
+    plain = page(t)
+    r, w = t.pipe()
+    assert t.write(w, buf, 1) == 1
+    assert t.read(r, plain, 1) == 1
+    assert t.load(plain) == 0x33
+    assert t.write(w, plain, 1) == 1
+    assert err_of(t.read, r, buf, 1) == errno.EFAULT
+    assert t.load(buf) == 0x33
+
+
+def test_second_thread_whose_pkru_allows_the_key_succeeds():
+    """The check uses the PKRU of the thread making the call, not the process's or the key owner's.
+
+    Facts: KERN-COPY-USER, HW-X86-THREAD-LOCAL.
+    """
+    t = spawn()
+    secret = page(t, value=0x41)
+    k = rekey(t, secret, AD)
+    u = t.clone()
+    assert u.wrpkru(pkru_with_rights(u.rdpkru(), k, 0)) is None
+    r, w = t.pipe()
+    assert u.write(w, secret, 1) == 1
+    assert err_of(t.write, w, secret, 1) == errno.EFAULT
+    assert u.read(r, secret + 1, 1) == 1
+    assert u.load(secret + 1) == 0x41
+
+
+# --- partial copies across a denied page boundary ----------------------------------------------
+
+def test_write_whole_pages_stops_at_the_denied_page():
+    """write(w, p, 8192), p's second page AD: the first page is written, 4096 is returned.
+
+    Source: fs/pipe.c ``pipe_write`` (one page per pipe buffer; a fault after
+    earlier buffers were filled returns the count so far).
+    """
+    t = spawn()
+    p = page(t, 2)
+    fill(t, p + PAGE - 2, b"xy")
+    rekey(t, p + PAGE, AD)
+    dst = page(t, 2)
+    r, w = t.pipe()
+    assert t.write(w, p, 2 * PAGE) == PAGE
+    assert t.read(r, dst, 2 * PAGE) == PAGE
+    assert dump(t, dst + PAGE - 2, 2) == b"xy"
+
+
+def test_read_whole_buffers_stops_at_the_denied_page():
+    """Two 4096-byte writes (two pipe buffers), read(r, q, 8192), q's second page AD: 4096.
+
+    The second buffer stays in the pipe.
+
+    Source: fs/pipe.c ``pipe_read`` (per buffer; a fault after a full buffer returns the count).
+    """
+    t = spawn()
+    src = page(t, 2)
+    fill(t, src, b"A")
+    fill(t, src + PAGE, b"B")
+    q = page(t, 2)
+    rekey(t, q + PAGE, AD)
+    r, w = t.pipe()
+    assert t.write(w, src, PAGE) == PAGE
+    assert t.write(w, src + PAGE, PAGE) == PAGE
+    assert t.read(r, q, 2 * PAGE) == PAGE
+    assert t.load(q) == ord("A")
+    plain = page(t, 2)
+    assert t.read(r, plain, 2 * PAGE) == PAGE
+    assert t.load(plain) == ord("B")
+
+
+def test_write_crossing_into_a_denied_page_inside_one_pipe_buffer_is_efault():
+    """write(w, p + 4000, 200) where p + 4096 is AD: EFAULT, and nothing reaches the pipe.
+
+    pipe_write copies a page-sized chunk at a time; a chunk that stops short
+    while data remains is dropped and, with nothing written before it, the
+    call returns -EFAULT. It does not return the 96 bytes that were readable.
+
+    Facts: KERN-COPY-USER. Source: fs/pipe.c ``pipe_write``
+    (``copied < PAGE_SIZE && iov_iter_count(from)`` -> ``if (!ret) ret = -EFAULT``).
+    """
+    t = spawn()
+    p = page(t, 2, value=0x11)
+    fill(t, p + 4000, b"z" * 96)
+    rekey(t, p + PAGE, AD)
+    r, w = t.pipe()
+    assert err_of(t.write, w, p + 4000, 200) == errno.EFAULT
+    assert err_of(t.read, r, page(t), 200) == errno.EAGAIN
+
+
+def test_read_crossing_into_a_denied_page_inside_one_pipe_buffer_is_efault():
+    """200 bytes in one pipe buffer, read(r, q + 4000, 200) where q + 4096 is AD: EFAULT.
+
+    The copy of that buffer stops short, so pipe_read returns -EFAULT (nothing
+    was read before) and the buffer is not consumed: all 200 bytes stay.
+
+    Facts: KERN-COPY-USER. Source: fs/pipe.c ``pipe_read``
+    (``written < chars`` -> ``if (!ret) ret = -EFAULT``; offset and len unchanged).
+    """
+    t = spawn()
+    src = page(t)
+    fill(t, src, bytes(range(200)))
+    q = page(t, 2)
+    rekey(t, q + PAGE, AD)
+    r, w = t.pipe()
+    assert t.write(w, src, 200) == 200
+    assert err_of(t.read, r, q + 4000, 200) == errno.EFAULT
+    plain = page(t)
+    assert t.read(r, plain, 300) == 200
+    assert dump(t, plain, 200) == bytes(range(200))
+
+
+# --- /proc/self/mem: the target is foreign, the caller's buffer is not -----------------------------
+
+def test_proc_self_mem_pread_pwrite_bypass_ad_page(kernel):
+    """Row m: "/proc/self/mem pread / pwrite on an AD page" -> "succeed (bypass)".
+
+    The thread's own load of the page still faults (in a forked child, which
+    has the same memory and PKRU).
+
+    Facts: KERN-FOREIGN-BYPASS, SEC-KERNEL-CONFUSED-DEPUTY.
+    """
+    t = spawn(kernel)
+    secret = page(t, value=0x41)
+    k = rekey(t, secret, AD)
+    plain = page(t)
+    mem = t.open_proc_mem()
+    assert t.pread(mem, plain, 1, secret) == 1
+    assert t.load(plain) == 0x41
+    assert t.store(plain, 0x42) is None
+    assert t.pwrite(mem, plain, 1, secret) == 1
+    assert t.pread(mem, plain + 1, 1, secret) == 1
+    assert t.load(plain + 1) == 0x42
+    end = t.fork().load(secret)
+    assert isinstance(end, Killed) and end.siginfo.si_code == SEGV_PKUERR
+    assert end.siginfo.si_pkey == k
+
+
+def test_proc_self_mem_pwrite_bypasses_wd(kernel):
+    """Row m: "pwrite on a WD page" -> "succeed (bypass)".
+
+    Facts: KERN-FOREIGN-BYPASS.
+    """
+    t = spawn(kernel)
+    ro = page(t, value=0x33)
+    rekey(t, ro, WD)
+    plain = page(t, value=0x44)
+    mem = t.open_proc_mem()
+    assert t.pwrite(mem, plain, 1, ro) == 1
+    assert t.load(ro) == 0x44
+
+
+def test_proc_self_mem_pwrite_to_read_only_private_vma_uses_foll_force():
+    """pwrite of /proc/self/mem to a PROT_READ private page succeeds (FOLL_FORCE, COW).
+
+    The VMA stays read-only: the thread's own store still gets SEGV_ACCERR.
+
+    Source: fs/proc/base.c ``mem_rw`` (``FOLL_FORCE``), mm/gup.c ``check_vma_flags``
+    (write to !VM_WRITE allowed with FOLL_FORCE on a COW mapping).
+    """
+    t = spawn()
+    ro = page(t, value=0x10)
+    assert t.mprotect(ro, PAGE, PROT_READ) == 0
+    plain = page(t, value=0x20)
+    mem = t.open_proc_mem()
+    assert t.pwrite(mem, plain, 1, ro) == 1
+    assert t.load(ro) == 0x20
+    end = t.store(ro, 1)
+    assert isinstance(end, Killed) and end.siginfo.si_code == SEGV_ACCERR
+
+
+def test_proc_self_mem_pwrite_to_read_only_shared_vma_is_eio():
+    """FOLL_FORCE does not write a read-only *shared* mapping: pwrite gets EIO, memory unchanged.
+
+    check_vma_flags refuses a forced write to a VMA that is not a COW
+    mapping ("Anon pages in shared mappings are surprising: now just reject
+    it"), access_remote_vm copies nothing, and mem_rw returns -EIO.
+
+    Source: mm/gup.c ``check_vma_flags`` (``if (!is_cow_mapping(vm_flags)) return
+    -EFAULT``), fs/proc/base.c ``mem_rw`` (``if (!copied) copied = -EIO``).
+    """
+    t = spawn()
+    shared = page(t, value=0x10, flags=MAP_SHARED | MAP_ANONYMOUS)
+    assert t.mprotect(shared, PAGE, PROT_READ) == 0
+    plain = page(t, value=0x20)
+    mem = t.open_proc_mem()
+    assert err_of(t.pwrite, mem, plain, 1, shared) == errno.EIO
+    assert t.load(shared) == 0x10
+
+
+def test_proc_self_mem_local_buffer_is_checked():
+    """Only the target is foreign: pread into an AD buffer and pwrite from one are EFAULT.
+
+    The target of the failed pwrite is unchanged.
+
+    Facts: KERN-COPY-USER, KERN-FOREIGN-BYPASS. Source: fs/proc/base.c ``mem_rw``
+    (``copy_to_user`` after reading, ``copy_from_user`` before writing).
+    """
+    t = spawn()
+    secret = page(t, value=0x41)
+    rekey(t, secret, AD)
+    plain = page(t, value=0x5A)
+    mem = t.open_proc_mem()
+    assert err_of(t.pread, mem, secret, 1, plain) == errno.EFAULT
+    assert err_of(t.pwrite, mem, secret, 1, plain) == errno.EFAULT
+    assert t.load(plain) == 0x5A
+    assert t.alive
+
+
+def test_proc_self_mem_pread_is_efault_when_a_later_chunk_cannot_be_copied_out():
+    """pread(mem, buf, 8192, src) where buf's second page is AD: -1 EFAULT, not 4096.
+
+    mem_rw works a page at a time and a failed ``copy_to_user`` replaces the
+    count with -EFAULT even after a first page was copied.
+
+    Facts: KERN-COPY-USER. Source: fs/proc/base.c ``mem_rw``
+    (``if (!write && copy_to_user(buf, page, this_len)) { copied = -EFAULT; break; }``).
+    """
+    t = spawn()
+    src = page(t, 2, value=0x61)
+    buf = page(t, 2)
+    rekey(t, buf + PAGE, AD)
+    mem = t.open_proc_mem()
+    assert err_of(t.pread, mem, buf, 2 * PAGE, src) == errno.EFAULT
+
+
+def test_proc_self_mem_pwrite_is_efault_when_a_later_chunk_cannot_be_copied_in():
+    """pwrite(mem, buf, 8192, dst) where buf's second page is AD: -1 EFAULT; the first page
+    of dst was already written.
+
+    Facts: KERN-COPY-USER. Source: fs/proc/base.c ``mem_rw``
+    (``if (write && copy_from_user(page, buf, this_len)) { copied = -EFAULT; break; }``).
+    """
+    t = spawn()
+    buf = page(t, 2, value=0x61)
+    rekey(t, buf + PAGE, AD)
+    dst = page(t, 2, value=0x10)
+    mem = t.open_proc_mem()
+    assert err_of(t.pwrite, mem, buf, 2 * PAGE, dst) == errno.EFAULT
+    assert t.load(dst) == 0x61
+    assert t.load(dst + PAGE) == 0x10
+
+
+def test_proc_self_mem_pwrite_from_a_buffer_crossing_into_an_ad_page_is_efault():
+    """pwrite(mem, p + 4000, 200, dst) where p + 4096 is AD: EFAULT and dst is untouched.
+
+    ``copy_from_user`` of the chunk fails (it could not copy all 200 bytes).
+
+    Source: fs/proc/base.c ``mem_rw``.
+    """
+    t = spawn()
+    p = page(t, 2)
+    fill(t, p + 4000, b"q" * 96)
+    rekey(t, p + PAGE, AD)
+    dst = page(t, value=0x10)
+    mem = t.open_proc_mem()
+    assert err_of(t.pwrite, mem, p + 4000, 200, dst) == errno.EFAULT
+    assert t.load(dst) == 0x10
+
+
+def test_proc_self_mem_unmapped_target_eio_and_short_read_at_the_end():
+    """Nothing mapped at the offset: EIO. A read running off the end of a mapping: the mapped part.
+
+    Source: fs/proc/base.c ``mem_rw`` (``access_remote_vm`` returns 0 ->
+    -EIO if nothing was copied, else the count).
+    """
+    t = spawn()
+    buf = page(t, 2)
+    last = page(t, 2, value=0x7)
+    gone = last + PAGE
+    assert t.munmap(gone, PAGE) == 0
+    assert t.process.mm.find_vma(gone) is None
+    mem = t.open_proc_mem()
+    assert err_of(t.pread, mem, buf, 1, gone) == errno.EIO
+    assert t.pread(mem, buf, 2 * PAGE, last) == PAGE
+    assert t.load(buf) == 0x7
+
+
+def test_child_reads_parents_ad_page_through_proc_pid_mem():
+    """The child opens /proc/<parent>/mem and reads the parent's AD page; its own load faults.
+
+    Facts: KERN-FOREIGN-BYPASS, FORK-PKRU.
+    """
+    t = spawn()
+    secret = page(t, value=0x41)
+    rekey(t, secret, AD)
+    child = t.fork()
+    buf = page(child)
+    mem = child.open_proc_mem(t.process.pid)
+    assert child.pread(mem, buf, 1, secret) == 1
+    assert child.load(buf) == 0x41
+
+
+# --- process_vm_readv / process_vm_writev -----------------------------------------------------
+
+def test_process_vm_readv_writev_remote_side_bypasses_keys(kernel):
+    """Row m: "process_vm_readv/writev, remote = own AD page" -> "succeed".
+
+    Facts: KERN-FOREIGN-BYPASS.
+    """
+    t = spawn(kernel)
+    secret = page(t, value=0x41)
+    rekey(t, secret, AD)
+    plain = page(t)
+    fill(t, plain, b"C")
+    me = t.process.pid
+    assert t.process_vm_writev(me, [(plain, 1)], [(secret, 1)]) == 1
+    assert t.process_vm_readv(me, [(plain + 16, 1)], [(secret, 1)]) == 1
+    assert t.load(plain + 16) == ord("C")
+
+
+def test_process_vm_local_side_is_checked():
+    """The local iovecs are copied under the caller's PKRU: AD local buffer -> EFAULT.
+
+    Facts: KERN-COPY-USER. Source: mm/process_vm_access.c ``process_vm_rw_pages``
+    (``copy_page_to_iter``/``copy_page_from_iter``; nothing copied -> the error).
+    """
+    t = spawn()
+    secret = page(t, value=0x41)
+    rekey(t, secret, AD)
+    plain = page(t, value=0x5A)
+    me = t.process.pid
+    assert err_of(t.process_vm_readv, me, [(secret, 1)], [(plain, 1)]) == errno.EFAULT
+    assert err_of(t.process_vm_writev, me, [(secret, 1)], [(plain, 1)]) == errno.EFAULT
+    assert t.load(plain) == 0x5A
+
+
+def test_process_vm_readv_returns_the_bytes_copied_before_a_denied_local_page():
+    """Local buffer of two pages, the second AD: process_vm_readv returns 4096.
+
+    Source: mm/process_vm_access.c ``process_vm_rw_core`` ("If we have
+    managed to copy any data at all then we return the number of bytes
+    copied").
+    """
+    t = spawn()
+    src = page(t, 2, value=0x61)
+    buf = page(t, 2)
+    rekey(t, buf + PAGE, AD)
+    me = t.process.pid
+    assert t.process_vm_readv(me, [(buf, 2 * PAGE)], [(src, 2 * PAGE)]) == PAGE
+    assert t.load(buf) == 0x61
+
+
+def test_process_vm_writev_to_a_read_only_remote_vma_is_efault():
+    """No FOLL_FORCE: a PROT_READ remote VMA cannot be written; nothing copied -> EFAULT.
+
+    The /proc/self/mem twin (FOLL_FORCE) succeeds, see above.
+
+    Source: mm/process_vm_access.c (``pin_user_pages_remote`` with FOLL_WRITE only),
+    mm/gup.c ``check_vma_flags`` (``if (!(gup_flags & FOLL_FORCE)) return -EFAULT``).
+    """
+    t = spawn()
+    ro = page(t, value=0x10)
+    assert t.mprotect(ro, PAGE, PROT_READ) == 0
+    plain = page(t, value=0x20)
+    me = t.process.pid
+    assert err_of(t.process_vm_writev, me, [(plain, 1)], [(ro, 1)]) == errno.EFAULT
+    assert t.load(ro) == 0x10
+
+
+def test_process_vm_readv_of_unmapped_remote_is_efault_and_dead_pid_esrch():
+    """Remote address with no VMA: EFAULT. A pid that does not exist (or has exited): ESRCH."""
+    t = spawn()
+    buf = page(t)
+    gone = page(t)
+    assert t.munmap(gone, PAGE) == 0
+    me = t.process.pid
+    assert err_of(t.process_vm_readv, me, [(buf, 1)], [(gone, 1)]) == errno.EFAULT
+    child = t.fork()
+    cpid = child.process.pid
+    child.exit_group(0)
+    assert err_of(t.process_vm_readv, cpid, [(buf, 1)], [(buf, 1)]) == errno.ESRCH
+    assert err_of(t.process_vm_readv, 99999, [(buf, 1)], [(buf, 1)]) == errno.ESRCH
+
+
+def test_child_process_vm_readv_of_parents_ad_page(kernel):
+    """Row m: "child process_vm_readv of the parent's AD page" -> "succeeds".
+
+    The child has the parent's PKRU (AD for k), so its own load of the same
+    address faults.
+
+    Facts: KERN-FOREIGN-BYPASS, FORK-PKRU, FORK-VMA-KEYS.
+    """
+    t = spawn(kernel)
+    secret = page(t, value=0x41)
+    k = rekey(t, secret, AD)
+    child = t.fork()
+    buf = page(child)
+    assert child.process_vm_readv(t.process.pid, [(buf, 1)], [(secret, 1)]) == 1
+    assert child.load(buf) == 0x41
+    end = child.load(secret)
+    assert isinstance(end, Killed) and end.siginfo.si_pkey == k
+
+
+# --- ptrace PEEKDATA / POKEDATA ----------------------------------------------------------------
+
+def test_ptrace_peek_and_poke_bypass_keys():
+    """PTRACE_PEEKDATA/POKEDATA of a child's AD page work; 8 bytes, little-endian.
+
+    Neither process's PKRU allows the key; the child's own load faults.
+
+    Facts: KERN-FOREIGN-BYPASS. Source: kernel/ptrace.c ``generic_ptrace_peekdata``,
+    ``generic_ptrace_pokedata``; selftest ``test_ptrace_of_child``.
+    """
+    t = spawn()
+    secret = page(t)
+    fill(t, secret, bytes(range(1, 9)))
+    k = rekey(t, secret, AD)
+    child = t.fork()
+    calls = watch_sigsegv(child)
+    cpid = child.process.pid
+    assert t.ptrace(PTRACE_PEEKDATA, cpid, secret) == int.from_bytes(bytes(range(1, 9)), "little")
+    assert t.ptrace(PTRACE_POKEDATA, cpid, secret, 0x1122334455667788) == 0
+    assert t.ptrace(PTRACE_PEEKDATA, cpid, secret) == 0x1122334455667788
+    assert child.load(secret) == Exited(17)
+    assert [c.si_pkey for c in calls] == [k]
+
+
+def test_ptrace_poke_into_a_read_only_private_page_uses_foll_force():
+    """POKEDATA into a PROT_READ private page succeeds (FOLL_FORCE, as for breakpoints)."""
+    t = spawn()
+    ro = page(t, value=0x10)
+    assert t.mprotect(ro, PAGE, PROT_READ) == 0
+    child = t.fork()
+    cpid = child.process.pid
+    assert t.ptrace(PTRACE_POKEDATA, cpid, ro, 0xAB) == 0
+    assert child.load(ro) == 0xAB
+    assert t.load(ro) == 0x10
+
+
+def test_ptrace_unmapped_or_partly_mapped_word_is_eio():
+    """PEEK/POKE at an unmapped address: EIO; a word whose last bytes are unmapped: EIO.
+
+    Source: kernel/ptrace.c (``if (copied != sizeof(tmp)) return -EIO``).
+    """
+    t = spawn()
+    last = page(t, 2, value=1)
+    gone = last + PAGE
+    assert t.munmap(gone, PAGE) == 0
+    assert t.process.mm.find_vma(gone) is None
+    child = t.fork()
+    cpid = child.process.pid
+    assert err_of(t.ptrace, PTRACE_PEEKDATA, cpid, gone) == errno.EIO
+    assert err_of(t.ptrace, PTRACE_POKEDATA, cpid, gone, 1) == errno.EIO
+    assert err_of(t.ptrace, PTRACE_PEEKDATA, cpid, last + PAGE - 4) == errno.EIO
+    assert t.ptrace(PTRACE_PEEKDATA, cpid, last + PAGE - 8) == 0
+
+
+def test_ptrace_of_a_process_that_is_gone_esrch():
+    """ptrace on a pid that does not exist: ESRCH."""
+    t = spawn()
+    with pytest.raises(ProcessLookupError) as exc:
+        t.ptrace(PTRACE_PEEKDATA, 4242, 0x10000)
+    assert exc.value.errno == errno.ESRCH
+
+
+# --- file descriptors and pipe semantics ------------------------------------------------------
+
+def test_bad_fds_are_ebadf():
+    """read/write/close/pread/pwrite on an fd that is not open: EBADF; so is a wrong-direction
+    pipe end (write on the read end, read on the write end).
+
+    Source: fs/read_write.c (``vfs_read``: no FMODE_READ -> -EBADF; ``vfs_write``:
+    no FMODE_WRITE -> -EBADF), fs/file.c.
+    """
+    t = spawn()
+    buf = page(t, value=1)
+    r, w = t.pipe()
+    assert err_of(t.read, 99, buf, 1) == errno.EBADF
+    assert err_of(t.write, 99, buf, 1) == errno.EBADF
+    assert err_of(t.read, -1, buf, 1) == errno.EBADF
+    assert err_of(t.close, 99) == errno.EBADF
+    assert err_of(t.pread, 99, buf, 1, buf) == errno.EBADF
+    assert err_of(t.pwrite, 99, buf, 1, buf) == errno.EBADF
+    assert err_of(t.write, r, buf, 1) == errno.EBADF
+    assert err_of(t.read, w, buf, 1) == errno.EBADF
+    assert t.close(w) == 0
+    assert err_of(t.close, w) == errno.EBADF
+    assert err_of(t.write, w, buf, 1) == errno.EBADF
+
+
+def test_pread_on_a_pipe_is_espipe():
+    """A pipe has no file position: pread/pwrite on it fail with ESPIPE.
+
+    Source: fs/read_write.c ``ksys_pread64`` (``if (f.file->f_mode & FMODE_PREAD)
+    ... else ret = -ESPIPE``); fs/pipe.c opens pipes with ``stream_open``.
+    """
+    t = spawn()
+    buf = page(t, value=1)
+    r, w = t.pipe()
+    assert t.write(w, buf, 1) == 1
+    assert err_of(t.pread, r, buf, 1, 0) == errno.ESPIPE
+    assert err_of(t.pwrite, w, buf, 1, 0) == errno.ESPIPE
+
+
+def test_pipe_empty_with_a_writer_is_eagain_and_eof_after_the_writer_closes():
+    """Empty with a writer open: EAGAIN (O_NONBLOCK). Writer closed: the data, then 0 (EOF).
+
+    Count 0 returns 0 at once.
+
+    Source: fs/pipe.c ``pipe_read`` (``if (!pipe->writers) break;`` before the
+    O_NONBLOCK -EAGAIN).
+    """
+    t = spawn()
+    buf = page(t)
+    fill(t, buf, b"abc")
+    out = page(t)
+    r, w = t.pipe()
+    assert t.read(r, out, 0) == 0
+    assert err_of(t.read, r, out, 10) == errno.EAGAIN
+    assert t.write(w, buf, 3) == 3
+    assert t.close(w) == 0
+    assert t.read(r, out, 10) == 3
+    assert dump(t, out, 3) == b"abc"
+    assert t.read(r, out, 10) == 0
+
+
+def test_pipe_fork_keeps_the_write_end_open_in_the_child():
+    """After fork both processes hold the write end: the parent's close does not give EOF."""
+    t = spawn()
+    out = page(t)
+    r, w = t.pipe()
+    child = t.fork()
+    assert t.close(w) == 0
+    assert err_of(t.read, r, out, 1) == errno.EAGAIN
+    assert child.close(w) == 0
+    assert t.read(r, out, 1) == 0
+
+
+def test_pipe_eof_when_the_writing_process_exits():
+    """A process's files are closed when it exits: after the child (the last writer) exits,
+    the parent reads the data and then EOF.
+
+    Source: kernel/exit.c ``do_exit`` -> ``exit_files``; fs/pipe.c ``pipe_release``
+    (``pipe->writers--``).
+    """
+    t = spawn()
+    out = page(t)
+    r, w = t.pipe()
+    child = t.fork()
+    assert t.close(w) == 0
+    src = page(child)
+    fill(child, src, b"x")
+    assert child.write(w, src, 1) == 1
+    child.exit_group(0)
+    assert t.read(r, out, 10) == 1
+    assert t.read(r, out, 10) == 0
+
+
+def test_pipe_write_without_readers_is_epipe():
+    """Every read end closed: write fails with EPIPE (and SIGPIPE, ignored here).
+
+    Source: fs/pipe.c ``pipe_write`` (``if (!pipe->readers) { send_sig(SIGPIPE,
+    current, 0); ret = -EPIPE; }``).
+    """
+    t = spawn()
+    buf = page(t, value=1)
+    t.sigaction(SIGPIPE, SIG_IGN)
+    r, w = t.pipe()
+    assert t.close(r) == 0
+    assert err_of(t.write, w, buf, 1) == errno.EPIPE
+    assert t.alive
+
+
+def test_pipe_full_is_eagain():
+    """A pipe holds 16 pages (65536 bytes); a non-blocking write to a full pipe: EAGAIN.
+
+    Source: fs/pipe.c (``PIPE_DEF_BUFFERS`` 16, ``pipe_write`` O_NONBLOCK -> -EAGAIN).
+    """
+    t = spawn()
+    buf = page(t, 17, value=7)
+    r, w = t.pipe()
+    assert t.write(w, buf, 16 * PAGE) == 16 * PAGE
+    assert err_of(t.write, w, buf, 1) == errno.EAGAIN
+    assert t.read(r, buf + 16 * PAGE, 1) == 1
+    assert t.load(buf + 16 * PAGE) == 7
