@@ -47,3 +47,10 @@ browser-test: html ## Check the fresh _build/html in headless Chromium (Debian's
 .PHONY: conformance
 conformance: .venv/.installed ## Boot real kernels under QEMU, record observations, compare with the model
 	$(PYTHON) conformance/run.py
+
+# Times the explorer: every catalogue race, the alloc/mprotect/free scaling
+# family (tests/bench/allocmap.py) and, if Debian's spin is installed, the same
+# family in Promela (tests/bench/*.pml); prints one table. Kept under ~5 minutes.
+.PHONY: bench
+bench: .venv/.installed ## Benchmark the explorer (catalogue races, scaling family, Spin if installed)
+	$(PYTHON) tests/bench/bench.py

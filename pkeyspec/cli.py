@@ -33,7 +33,7 @@ from typing import Any, Iterable, Sequence, TextIO
 
 from .explore import InconsistentOutcome, LimitReached, Observation, explore, explore_stateful
 from .hardware import (
-    INIT_PKRU_VALUE, PF_BIT_NAMES, PKRU_HW_INIT, U32, X86_PF_INSTR, X86_PF_PK, X86_PF_PROT,
+    INIT_PKRU_VALUE, PF_BIT_NAMES, PKRU_HW_INIT, X86_PF_INSTR, X86_PF_PK, X86_PF_PROT,
     X86_PF_RSVD, X86_PF_USER, X86_PF_WRITE, decode_pf_error, decode_pkru,
 )
 from .races import Race, World, _show, catalogue
@@ -344,8 +344,11 @@ def threads_side_by_side(race: Race, width: int = WIDTH) -> str:
     names = list(race.threads)
     steps = [[s.label for s in race.threads[n]] for n in names]
     sep = " | "
-    budget = max(12, (width - len(sep) * (len(names) - 1)) // len(names))
-    widths = [min(budget, max([len(n)] + [len(label) for label in col])) for n, col in zip(names, steps)]
+    # Natural widths; while too wide for ``width``, narrow the widest column.
+    widths = [max([len(n)] + [len(label) for label in col]) for n, col in zip(names, steps)]
+    room = width - len(sep) * (len(names) - 1)
+    while sum(widths) > room and max(widths) > 16:
+        widths[widths.index(max(widths))] -= 1
     lines = [sep.join(n.ljust(w) for n, w in zip(names, widths)).rstrip(),
              "-+-".join("-" * w for w in widths)]
     for i in range(max(len(col) for col in steps)):
@@ -746,4 +749,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`pkeyspec races list | head`): stop quietly.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, out.fileno())
-        return FAILED
+        return 128 + 13  # as if killed by SIGPIPE
