@@ -241,14 +241,13 @@ def run_race(race: Race, *, stateful: bool = False, max_states: int | None = Non
              max_executions: int | None = None, stream: TextIO | None = None) -> Result:
     """Explore ``race``, with progress on ``stream``; a :class:`RaceError` if the race raises."""
     program = _Guarded(race)
-    progress = Progress(race.name, stream,
-                        max_states=None if stateful else max_states,
-                        max_executions=max_executions if stateful else None)
+    progress = Progress(race.name, stream)
+    limits = {"max_states": max_states, "max_executions": max_executions}
     try:
         if stateful:
-            obs = explore_stateful(program, race.name, max_states=max_states, progress=progress)
+            obs = explore_stateful(program, race.name, progress=progress, **limits)
         else:
-            obs = explore(program, race.name, max_executions=max_executions, progress=progress)
+            obs = explore(program, race.name, progress=progress, **limits)
     except InconsistentOutcome as e:
         raise RaceError(f"race {race.name}: {e}") from e
     finally:
@@ -257,9 +256,9 @@ def run_race(race: Race, *, stateful: bool = False, max_states: int | None = Non
     if not obs.complete:
         if progress.limited:
             stopped = progress.limited
-        elif stateful and max_states is not None and obs.states > max_states:
+        elif max_states is not None and obs.states > max_states:
             stopped = "--max-states reached"
-        elif not stateful and max_executions is not None and obs.executions >= max_executions:
+        elif max_executions is not None and obs.executions >= max_executions:
             stopped = "--max-executions reached"
         else:
             stopped = "interrupted"

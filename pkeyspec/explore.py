@@ -66,6 +66,10 @@ class Observation:
         return f"Observation {self.name} {self.verdict} {self.positive} {self.negative}"
 
 
+#: Seconds between two calls of a progress callback, at the most.
+PROGRESS_EVERY = 0.25
+
+
 class LimitReached(Exception):
     """The exploration hit its state or execution limit before it was complete."""
 
@@ -101,6 +105,7 @@ def _observation(name: str, finals: dict, executions: int, states: int, transiti
 
 
 def explore(program: Program, name: str = "", *, max_executions: int | None = None,
+            max_states: int | None = None,
             progress: Callable[[int, int, float], None] | None = None) -> Observation:
     """Stateless exploration, one execution per Mazurkiewicz trace (see the module text)."""
     started = time.perf_counter()
@@ -119,8 +124,21 @@ def explore(program: Program, name: str = "", *, max_executions: int | None = No
                 return True
         return False
 
+    last = [started]
+
+    def tick() -> None:
+        # The clock is read every 64 states; progress is reported at most every quarter second.
+        if progress and counters[1] & 63 == 0:
+            now = time.perf_counter()
+            if now - last[0] >= PROGRESS_EVERY:
+                last[0] = now
+                progress(counters[1], counters[0], now - started)
+
     def dfs(state) -> None:
         counters[1] += 1
+        if max_states is not None and counters[1] > max_states:
+            raise LimitReached
+        tick()
         done = True
         for t in range(n):
             if pcs[t] == lengths[t]:
@@ -142,8 +160,6 @@ def explore(program: Program, name: str = "", *, max_executions: int | None = No
             counters[0] += 1
             ok, final = program.outcome(state)
             _record(finals, final, ok, tuple(schedule))
-            if progress and counters[0] % 1000 == 0:
-                progress(counters[1], counters[0], time.perf_counter() - started)
 
     complete = True
     try:
@@ -154,6 +170,7 @@ def explore(program: Program, name: str = "", *, max_executions: int | None = No
 
 
 def explore_stateful(program: Program, name: str = "", *, max_states: int | None = None,
+                     max_executions: int | None = None,
                      progress: Callable[[int, int, float], None] | None = None) -> Observation:
     """Stateful exploration: depth first over model states, each state expanded once."""
     started = time.perf_counter()
@@ -165,6 +182,7 @@ def explore_stateful(program: Program, name: str = "", *, max_states: int | None
     executions = 0
     # A stack of (state, pcs, schedule)
     stack = [(program.initial(), (0,) * n, ())]
+    last = started
     complete = True
     try:
         while stack:
@@ -173,8 +191,11 @@ def explore_stateful(program: Program, name: str = "", *, max_states: int | None
             if key in seen:
                 continue
             seen.add(key)
-            if progress and len(seen) % 10000 == 0:
-                progress(len(seen), executions, time.perf_counter() - started)
+            if progress and len(seen) & 63 == 0:
+                now = time.perf_counter()
+                if now - last >= PROGRESS_EVERY:
+                    last = now
+                    progress(len(seen), executions, now - started)
             if max_states is not None and len(seen) > max_states:
                 raise LimitReached
             moved = False
@@ -186,6 +207,8 @@ def explore_stateful(program: Program, name: str = "", *, max_states: int | None
                     npcs = pcs[:t] + (pcs[t] + 1,) + pcs[t + 1:]
                     stack.append((nxt, npcs, sched + ((t, pcs[t]),)))
             if not moved:
+                if max_executions is not None and executions >= max_executions:
+                    raise LimitReached
                 executions += 1
                 ok, final = program.outcome(state)
                 _record(finals, final, ok, sched)

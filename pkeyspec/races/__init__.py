@@ -55,6 +55,15 @@ class World:
     def fingerprint(self) -> tuple:
         return (self.system.state(), tuple(sorted((k, repr(x)) for k, x in self.v.items())))
 
+    def __deepcopy__(self, memo: dict) -> World:
+        """The system first (it registers its threads in ``memo``), then the names."""
+        new = World.__new__(World)
+        memo[id(self)] = new
+        new.system = copy.deepcopy(self.system, memo)
+        new.t = {name: copy.deepcopy(t, memo) for name, t in self.t.items()}
+        new.v = copy.deepcopy(self.v, memo)
+        return new
+
 
 @dataclass(frozen=True)
 class Step:
