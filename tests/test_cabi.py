@@ -1,0 +1,101 @@
+"""C argument conversion: what SYSCALL_DEFINE's casts do to a 64-bit register value."""
+
+import fractions
+import decimal
+
+import pytest
+
+from pkeyspec import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, System
+from pkeyspec.cabi import int32, uint32, ulong
+
+
+@pytest.mark.parametrize("value, expected", [
+    (0, 0),
+    (1, 1),
+    (-1, 0xFFFFFFFFFFFFFFFF),
+    (-4096, 0xFFFFFFFFFFFFF000),
+    (2**64, 0),
+    (2**64 + 5, 5),
+    (2**64 - 1, 0xFFFFFFFFFFFFFFFF),
+    (2**65 + 0x1000, 0x1000),
+    (-(2**64) - 1, 0xFFFFFFFFFFFFFFFF),
+    (True, 1),
+])
+def test_ulong_is_value_mod_2_64(value, expected):
+    """unsigned long / size_t: the register value modulo 2**64 (SYS-SIGNATURES)."""
+    assert ulong(value) == expected
+
+
+@pytest.mark.parametrize("value, expected", [
+    (0, 0),
+    (15, 15),
+    (-1, -1),
+    (2**31 - 1, 2147483647),
+    (2**31, -2147483648),
+    (0xFFFFFFFF, -1),
+    (2**32, 0),
+    (2**32 + 1, 1),
+    (2**64 - 1, -1),
+    (2**64 + 16, 16),
+    (-(2**31) - 1, 2147483647),
+])
+def test_int32_wraps_to_signed_32_bits(value, expected):
+    """int: the low 32 bits as two's complement, as pkey_free(int pkey) reads them (SYS-SIGNATURES)."""
+    assert int32(value) == expected
+
+
+@pytest.mark.parametrize("value, expected", [
+    (0, 0), (-1, 0xFFFFFFFF), (2**32, 0), (2**32 + 7, 7), (0x80000000, 0x80000000),
+])
+def test_uint32_is_low_32_bits(value, expected):
+    """unsigned int: the low 32 bits."""
+    assert uint32(value) == expected
+
+
+class Index:
+    """An object with __index__ is an integer for C conversion purposes."""
+
+    def __init__(self, v):
+        self.v = v
+
+    def __index__(self):
+        return self.v
+
+
+def test_objects_with_index_are_accepted():
+    """operator.index semantics: an __index__ object converts like the int it stands for."""
+    assert ulong(Index(-1)) == 0xFFFFFFFFFFFFFFFF
+    assert int32(Index(2**32 + 3)) == 3
+
+
+@pytest.mark.parametrize("bad", [1.0, 0.5, "1", b"\x01", None, [1],
+                                 decimal.Decimal(1), fractions.Fraction(1, 1), 1j])
+@pytest.mark.parametrize("conv", [ulong, int32, uint32])
+def test_non_integers_raise_type_error(conv, bad):
+    """A C compiler would reject a non-integer argument: TypeError, not a silent conversion."""
+    with pytest.raises(TypeError):
+        conv(bad)
+
+
+@pytest.mark.parametrize("call", [
+    lambda t: t.pkey_alloc(0.0, 0),
+    lambda t: t.pkey_alloc(0, 0.0),
+    lambda t: t.pkey_free(1.0),
+    lambda t: t.pkey_free("1"),
+    lambda t: t.mmap(0, 4096.0, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS),
+    lambda t: t.mprotect(0x400000, 4096, float(PROT_READ)),
+    lambda t: t.pkey_mprotect(0x400000, 4096, PROT_READ, 0.0),
+    lambda t: t.munmap(None, 4096),
+    lambda t: t.madvise(0x400000, 4096, 4.0),
+    lambda t: t.load(0x400000 + 0.5),
+    lambda t: t.store(0x402000, 1.5),
+    lambda t: t.execute(float(0x401000)),
+    lambda t: t.wrpkru(0.0),
+    lambda t: t.rdpkru(0.0),
+])
+def test_thread_calls_reject_non_integers(call):
+    """Every call of a Thread converts its arguments like C and rejects non-integers with TypeError."""
+    t = System().spawn()
+    with pytest.raises(TypeError):
+        call(t)
+    assert t.alive
