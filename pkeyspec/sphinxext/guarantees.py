@@ -24,6 +24,7 @@ from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
 from .facts import facts_of
+from .races import table
 
 logger = logging.getLogger(__name__)
 
@@ -164,55 +165,37 @@ def _link(app, fromdoc: str, docname: str, anchor: str, text: str) -> nodes.Node
 def _status_table(app, fromdoc: str) -> nodes.table:
     env = app.env
     races = race_facts()
-    headers = ["ID", "kind", "stated", "executed examples", "races"]
-    table = nodes.table(classes=["guarantee-index"])
-    group = nodes.tgroup(cols=len(headers))
-    table += group
-    for _ in headers:
-        group += nodes.colspec(colwidth=1)
-    head = nodes.thead()
-    row = nodes.row()
-    for h in headers:
-        row += nodes.entry("", nodes.paragraph(text=h))
-    head += row
-    group += head
-    body = nodes.tbody()
+    labels = env.get_domain("std").labels
+    rows = []
     for fact_id, kind in facts_of(env).items():
-        row = nodes.row()
-        row += nodes.entry("", nodes.paragraph("", "", nodes.literal(text=fact_id)))
-        row += nodes.entry("", nodes.paragraph(text=kind.lower()))
+        stated_cell = nodes.paragraph()
         stated = env.pkeyspec_stated.get(fact_id)
-        cell = nodes.paragraph()
         if stated:
-            cell += _link(app, fromdoc, stated[0], stated[1], env.titles[stated[0]].astext())
-        row += nodes.entry("", cell)
-        cell = nodes.paragraph()
-        checks = env.pkeyspec_checks.get(fact_id, [])
+            stated_cell += _link(app, fromdoc, stated[0], stated[1], env.titles[stated[0]].astext())
+        checks_cell = nodes.paragraph()
         by_doc: dict[str, int] = defaultdict(int)
         first_anchor = {}
-        for docname, anchor, n in checks:
+        for docname, anchor, n in env.pkeyspec_checks.get(fact_id, []):
             by_doc[docname] += n
             first_anchor.setdefault(docname, anchor)
         for i, (docname, n) in enumerate(sorted(by_doc.items())):
             if i:
-                cell += nodes.Text("; ")
-            cell += _link(app, fromdoc, docname, first_anchor[docname],
-                          f"{env.titles[docname].astext()} ({n})")
-        row += nodes.entry("", cell)
-        cell = nodes.paragraph()
-        labels = env.get_domain("std").labels
+                checks_cell += nodes.Text("; ")
+            checks_cell += _link(app, fromdoc, docname, first_anchor[docname],
+                                 f"{env.titles[docname].astext()} ({n})")
+        races_cell = nodes.paragraph()
         for i, name in enumerate(races.get(fact_id, [])):
             if i:
-                cell += nodes.Text(", ")
+                races_cell += nodes.Text(", ")
             if name.lower() in labels:
                 docname, anchor, _ = labels[name.lower()]
-                cell += _link(app, fromdoc, docname, anchor, name)
+                races_cell += _link(app, fromdoc, docname, anchor, name)
             else:
-                cell += nodes.Text(name)
-        row += nodes.entry("", cell)
-        body += row
-    group += body
-    return table
+                races_cell += nodes.Text(name)
+        rows.append([nodes.paragraph("", "", nodes.literal(text=fact_id)),
+                     nodes.paragraph(text=kind.lower()), stated_cell, checks_cell, races_cell])
+    return table(["ID", "kind", "stated", "executed examples", "races"], rows,
+                 classes=["guarantee-index"])
 
 
 def fill_index(app, doctree, fromdoc) -> None:

@@ -53,10 +53,11 @@ def _para(*children) -> nodes.paragraph:
     return p
 
 
-def _table(headers: list[str], rows: list[list], classes=()) -> nodes.table:
-    table = nodes.table(classes=list(classes))
+def table(headers: list[str], rows: list[list], classes=()) -> nodes.table:
+    """A docutils table; a cell is a node, or a value shown as code, or empty."""
+    result = nodes.table(classes=list(classes))
     group = nodes.tgroup(cols=len(headers))
-    table += group
+    result += group
     for _ in headers:
         group += nodes.colspec(colwidth=1)
     head = nodes.thead()
@@ -77,7 +78,7 @@ def _table(headers: list[str], rows: list[list], classes=()) -> nodes.table:
             row += entry
         body += row
     group += body
-    return table
+    return result
 
 
 def _fact_list(race: Race) -> nodes.paragraph:
@@ -106,7 +107,7 @@ def render_race(race: Race, env) -> list[nodes.Node]:
     rows = []
     for i in range(width):
         rows.append([steps[i].label if i < len(steps) else "" for steps in race.threads.values()])
-    section += _table(list(race.threads), rows, classes=["race-threads"])
+    section += table(list(race.threads), rows, classes=["race-threads"])
     section += _para("exists: ", nodes.emphasis(text=race.exists_text))
     computed = obs.verdict
     agree = computed == race.result and obs.complete
@@ -122,7 +123,7 @@ def render_race(race: Race, env) -> list[nodes.Node]:
     for final, (ok, schedule) in sorted(obs.finals.items(), key=lambda kv: (not kv[1][0], kv[0])):
         shown = ", ".join(f"{k}={v}" for k, v in final) or "(no named results)"
         finals.append((ok, shown, schedule))
-    section += _table(["exists", "final state"],
+    section += table(["exists", "final state"],
                       [["yes" if ok else "no", shown] for ok, shown, _ in finals],
                       classes=["race-finals"])
     for ok, shown, schedule in finals:
@@ -140,7 +141,7 @@ def render_race(race: Race, env) -> list[nodes.Node]:
             label = program.steps[t][i].label + ("  ← from here the bad outcome is certain"
                                                  if ok and j == marked else "")
             rows.append([label if lane == t else "" for lane in range(len(lanes))])
-        section += _table(lanes, rows, classes=["race-witness"])
+        section += table(lanes, rows, classes=["race-witness"])
     section += _fact_list(race)
     return [section]
 
@@ -177,7 +178,7 @@ class RaceIndex(SphinxDirective):
             if obs.verdict != r.result or not obs.complete:
                 logger.warning("race %s: stated %s, computed %s", r.name, r.result, obs.verdict,
                                location=self.get_location())
-        return [_table(["race", "family", "question", "stated", "computed"], rows,
+        return [table(["race", "family", "question", "stated", "computed"], rows,
                        classes=["race-index"])]
 
 
