@@ -4,11 +4,14 @@ Each function returns an :class:`Svg`: the markup and a text alternative
 that says the same thing in words (for screen readers, and for anyone
 reading the page as text). Colours come from CSS variables of the furo
 theme with fallbacks, so a picture follows the light or dark theme; key
-colours are mid-tone hues that read on both backgrounds.
+colours are mid-tone hues that read on both backgrounds, and text drawn on a
+key colour is black or white, whichever contrasts more with that colour
+(:func:`key_ink`), so it does not depend on the theme.
 """
 
 from __future__ import annotations
 
+import colorsys
 from dataclasses import dataclass
 from html import escape
 
@@ -21,11 +24,32 @@ BORDER = "var(--color-foreground-border, #999)"
 FONT = 'font-family="var(--font-stack--monospace, monospace)"'
 
 
+def _key_hsl(pkey: int) -> tuple[int, int, int]:
+    """Hue, saturation and lightness (degrees, percent, percent) of a key's colour."""
+    if pkey == 0:
+        return 0, 0, 60
+    return (pkey * 137) % 360, 65, 55
+
+
 def key_colour(pkey: int) -> str:
     """A distinct mid-tone hue per key; key 0 is grey."""
-    if pkey == 0:
-        return "hsl(0, 0%, 60%)"
-    return f"hsl({(pkey * 137) % 360}, 65%, 55%)"
+    hue, sat, light = _key_hsl(pkey)
+    return f"hsl({hue}, {sat}%, {light}%)"
+
+
+def _luminance(rgb: tuple[float, float, float]) -> float:
+    """WCAG relative luminance of an sRGB colour with channels in [0, 1]."""
+    def lin(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+    r, g, b = (lin(c) for c in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def key_ink(pkey: int) -> str:
+    """Black or white, whichever reads better on :func:`key_colour` (the theme does not matter)."""
+    hue, sat, light = _key_hsl(pkey)
+    lum = _luminance(colorsys.hls_to_rgb(hue / 360, light / 100, sat / 100))
+    return "#000" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "#fff"
 
 
 @dataclass(frozen=True)
@@ -64,47 +88,154 @@ def _rect(x: float, y: float, w: float, h: float, fill: str, stroke: str = BORDE
             f'stroke="{stroke}"/>')
 
 
+def _keys_in_words(keys: list[int]) -> str:
+    """'key 3', 'keys 1 to 15' or 'keys 1, 4 and 7' for a sorted list of keys."""
+    if len(keys) == 1:
+        return f"key {keys[0]}"
+    if keys == list(range(keys[0], keys[-1] + 1)):
+        return f"keys {keys[0]} to {keys[-1]}"
+    return "keys " + ", ".join(map(str, keys[:-1])) + f" and {keys[-1]}"
+
+
 def pkru_svg(pkru: int) -> Svg:
-    """The PKRU register: sixteen keys, each with its AD and WD bit and the rights they leave."""
-    cell, left, top = 40, 60, 34
-    body = [_text(left + NR_PKEYS * cell / 2, 18, f"PKRU = {pkru:#010x}", size=14, weight="bold")]
-    body.append(_text(left - 8, top + 14, "AD", anchor="end", fill=MUTED))
-    body.append(_text(left - 8, top + 36, "WD", anchor="end", fill=MUTED))
-    body.append(_text(left - 8, top + 62, "rights", anchor="end", fill=MUTED))
-    body.append(_text(left - 8, top + 80, "key", anchor="end", fill=MUTED))
-    words = []
-    for row in decode_pkru(pkru):
-        x = left + row.pkey * cell
-        for i, bit in enumerate((row.ad, row.wd)):
-            fill = key_colour(row.pkey) if bit else BG
-            body.append(_rect(x + 2, top + i * 22, cell - 4, 18, fill))
-            body.append(_text(x + cell / 2, top + 13 + i * 22, "1" if bit else "0",
-                              fill=FG if not bit else "#fff"))
+    """The PKRU register as the Intel SDM draws it: bit 31 on the left, two bits per key.
+
+    Above the bits, the hex digits of the value (each covers two keys);
+    below them, the key that owns each pair and the data accesses it allows.
+    A set bit is filled with its key's colour.
+    """
+    bit, left, right = 20, 64, 12
+    width = left + 32 * bit + right
+    mid = left + 16 * bit
+    body = [_text(mid, 18, f"PKRU = {pkru:#010x}", size=14, weight="bold")]
+    for label, y in (("hex", 42), ("bit", 62), ("value", 81), ("key", 106), ("data", 126)):
+        body.append(_text(left - 10, y, label, anchor="end", fill=MUTED, size=11))
+    # Hex digits: digit i (from the left) is bits 31-4i .. 28-4i, keys 15-2i and 14-2i.
+    for i in range(8):
+        x = left + i * 4 * bit
+        body.append(_text(x + 2 * bit, 42, f"{(pkru >> (28 - 4 * i)) & 0xF:x}", size=13,
+                          weight="bold"))
+        body.append(f'<path d="M{x + 3} 50 v-4 h{4 * bit - 6} v4" fill="none" stroke="{BORDER}"/>')
+    rows = decode_pkru(pkru)
+    for row in rows:
+        x = left + (15 - row.pkey) * 2 * bit          # key 15 leftmost
+        for j, (name, set_) in enumerate((("WD", row.wd), ("AD", row.ad))):
+            bx = x + j * bit
+            body.append(_text(bx + bit / 2, 62, name[0], size=10, fill=MUTED))
+            fill = key_colour(row.pkey) if set_ else BG
+            body.append(_rect(bx + 1, 67, bit - 2, 20, fill))
+            body.append(_text(bx + bit / 2, 81, "1" if set_ else "0", size=12,
+                              fill=key_ink(row.pkey) if set_ else FG,
+                              weight="bold" if set_ else "normal"))
+        body.append(f'<path d="M{x + 2} 91 v4 h{2 * bit - 4} v-4" fill="none" stroke="{BORDER}"/>')
+        body.append(_text(x + bit, 106, str(row.pkey), size=11))
         rights = "rw" if row.write else ("r-" if row.read else "--")
-        body.append(_text(x + cell / 2, top + 62, rights))
-        body.append(_text(x + cell / 2, top + 80, str(row.pkey), fill=MUTED))
-        words.append(f"key {row.pkey} {'read-write' if row.write else 'read-only' if row.read else 'no access'}")
-    desc = "; ".join(words)
-    return _svg(left + NR_PKEYS * cell + 10, top + 92, f"PKRU {pkru:#010x}", desc, body)
+        body.append(_text(x + bit, 126, rights, size=12, weight="bold" if row.ad or row.wd else "normal"))
+    body.append(_text(left, 140, "bit 31", size=10, anchor="start", fill=MUTED))
+    body.append(_text(left + 32 * bit, 140, "bit 0", size=10, anchor="end", fill=MUTED))
+    body.append(_text(mid, 140, "W = WD, write-disable (bit 2k+1); A = AD, access-disable (bit 2k)",
+                      size=10, fill=MUTED))
+    # Text alternative: runs of keys with the same bits, key 0 first.
+    groups: list[tuple[tuple[bool, bool], list[int]]] = []
+    for row in rows:
+        if groups and groups[-1][0] == (row.ad, row.wd):
+            groups[-1][1].append(row.pkey)
+        else:
+            groups.append(((row.ad, row.wd), [row.pkey]))
+    words = []
+    for (ad, wd), keys in groups:
+        access = "read and write" if not (ad or wd) else ("read only" if not ad else "no data access")
+        words.append(f"{_keys_in_words(keys)}: AD {int(ad)}, WD {int(wd)}, {access}")
+    desc = ("Two bits per key, AD (access-disable) at bit 2k and WD (write-disable) at bit 2k+1. "
+            + "; ".join(words) + ".")
+    return _svg(width, 146, f"PKRU {pkru:#010x}", desc, body)
+
+
+_UNITS = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
+
+
+def human_size(n: int) -> str:
+    """'4 KiB', '132 KiB', '≈128 TiB': binary units, exact when the size is a whole number of them."""
+    for unit, scale in _UNITS:
+        if n >= scale:
+            if n % scale == 0:
+                return f"{n // scale} {unit}"
+            return f"≈{n / scale:.3g} {unit}"
+    return f"{n} B"
 
 
 def address_space_svg(mm, *, only_anonymous: bool = False) -> Svg:
-    """The VMAs of an mm as a column of bars, each coloured by its key."""
-    vmas = [v for v in mm.vmas if not only_anonymous or not v.name]
-    row, top, width = 26, 10, 560
-    body = []
-    words = []
-    for i, v in enumerate(vmas):
-        y = top + i * row
-        body.append(_rect(10, y, 24, row - 6, key_colour(v.pkey)))
-        body.append(_text(22, y + 15, str(v.pkey), size=11, fill="#fff"))
-        label = f"{v.start:#x}-{v.end:#x} {v.perms} {v.name}".rstrip()
-        body.append(_text(44, y + 15, label, anchor="start"))
-        body.append(_text(width - 10, y + 15, f"{(v.end - v.start) // 1024} KiB", anchor="end",
-                          fill=MUTED))
-        words.append(f"{v.start:#x} to {v.end:#x}, {v.perms}, key {v.pkey}{', ' + v.name if v.name else ''}")
-    height = top + len(vmas) * row + 4
-    return _svg(width, height, "Address space: VMAs and their keys", "; ".join(words), body)
+    """The VMAs of an mm from low to high addresses, one bar each, coloured by key.
+
+    Unmapped ranges between two drawn VMAs are dashed rows with their size;
+    with ``only_anonymous`` the named mappings (the program, the vDSO, the
+    stack) are left out, and a muted row says which ones lie between two
+    drawn VMAs. A legend names the keys drawn (and marks the execute-only key).
+    """
+    vmas = sorted(mm.vmas, key=lambda v: v.start)
+    drawn = [v for v in vmas if not only_anonymous or not v.name]
+    xo = getattr(mm, "execute_only_pkey", -1)
+    row_h, gap_h, width = 28, 22, 660
+    x_range, x_perms, x_name = 56, 302, 352
+    keys = sorted({v.pkey for v in drawn})
+    body: list[str] = []
+    words: list[str] = []
+    # Legend: a swatch and a number per key, on as many lines as it needs.
+    body.append(_text(10, 17, "keys:", anchor="start", size=12, fill=MUTED))
+    body.append(_text(width - 10, 17, "low addresses first", anchor="end", size=12, fill=MUTED))
+    x, line = 56, 0
+    for k in keys:
+        label = f"{k} (execute-only)" if k == xo else str(k)
+        step = 20 + 7.3 * len(label) + 16
+        if x + step > width - 160 and x > 56:
+            x, line = 56, line + 1
+        body.append(_rect(x, 5 + 22 * line, 15, 15, key_colour(k)))
+        body.append(_text(x + 20, 17 + 22 * line, label, anchor="start", size=12))
+        x += step
+    y = 30 + 22 * line
+    if not drawn:
+        body.append(_text(10, y + 16, "(no mapping)", anchor="start", fill=MUTED))
+        y += row_h
+
+    def between(lo: int, hi: int) -> None:
+        """A row for what lies between two drawn VMAs: hidden mappings or a hole."""
+        nonlocal y
+        hidden = [v for v in vmas if v not in drawn and v.start >= lo and v.end <= hi]
+        if hidden:
+            names = sorted({v.name for v in hidden}, key=[v.name for v in hidden].index)
+            text = f"{len(hidden)} mapping{'s' if len(hidden) > 1 else ''} not shown: {', '.join(names)}"
+            words.append(text)
+        elif hi > lo:
+            text = f"unmapped, {human_size(hi - lo)}"
+            words.append(f"{lo:#x} to {hi:#x} unmapped, {human_size(hi - lo).replace('≈', 'about ')}")
+            body.append(f'<rect x="10" y="{y + 3}" width="36" height="{gap_h - 6}" rx="2" fill="none" '
+                        f'stroke="{BORDER}" stroke-dasharray="3 2"/>')
+        else:
+            return
+        body.append(f'<line x1="{x_range}" y1="{y + gap_h / 2}" x2="{x_range + 20}" '
+                    f'y2="{y + gap_h / 2}" stroke="{BORDER}" stroke-dasharray="3 2"/>')
+        body.append(_text(x_range + 28, y + gap_h / 2 + 4, text, anchor="start", size=12, fill=MUTED))
+        y += gap_h
+
+    for i, v in enumerate(drawn):
+        if i:
+            between(drawn[i - 1].end, v.start)
+        body.append(_rect(10, y + 2, 36, row_h - 6, key_colour(v.pkey)))
+        body.append(_text(28, y + 18, str(v.pkey), size=13, fill=key_ink(v.pkey), weight="bold"))
+        body.append(_text(x_range, y + 18, f"{v.start:#x}-{v.end:#x}", anchor="start", size=13))
+        body.append(_text(x_perms, y + 18, v.perms, anchor="start", size=13))
+        if v.name:
+            body.append(_text(x_name, y + 18, v.name, anchor="start", size=13))
+        body.append(_text(width - 10, y + 18, human_size(v.end - v.start), anchor="end", fill=MUTED,
+                          size=13))
+        words.append(f"{v.start:#x} to {v.end:#x}, {v.perms}, key {v.pkey}"
+                     f"{', ' + v.name if v.name else ''}, {human_size(v.end - v.start)}")
+        y += row_h
+    legend = ", ".join(f"{k} (execute-only)" if k == xo else str(k) for k in keys)
+    desc = (f"Keys drawn: {legend or 'none'}. From low to high addresses: "
+            + ("; ".join(words) or "no mapping") + ".")
+    title = "Address space: " + ("anonymous VMAs" if only_anonymous else "VMAs") + " and their keys"
+    return _svg(width, y + 4, title, desc, body)
 
 
 def timeline_svg(lanes: list[str], steps: list[tuple[int, str]], *, marked: int | None = None,
