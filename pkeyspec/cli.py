@@ -6,7 +6,7 @@
     pkeyspec races check [NAME ...]          explore, compare with the stated result (the judge)
     pkeyspec races show NAME                 one race: threads, exists, verdicts, witnesses
     pkeyspec races explore FILE              the races a Python file defines, shown like `show`
-    pkeyspec pkru decode VALUE               the rights a PKRU value gives each key
+    pkeyspec pkru decode VALUE [--svg]       the rights a PKRU value gives each key
     pkeyspec fault decode ERR [--si-code N]  the bits of a page-fault error code, in words
 
 Exit status, as herd7's judge script has it, but simpler: 0 when every
@@ -630,7 +630,12 @@ def cmd_races_explore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
 
 
 def cmd_pkru_decode(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    print(format_pkru(parse_int(args.value, "PKRU value", bits=32)), file=out)
+    value = parse_int(args.value, "PKRU value", bits=32)
+    if args.svg:
+        from .pictures import pkru_svg
+        print(pkru_svg(value).markup, file=out)
+    else:
+        print(format_pkru(value), file=out)
     return OK
 
 
@@ -714,6 +719,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = pkru.add_subparsers(dest="command", required=True, metavar="{decode}").add_parser(
         "decode", help="per-key rights (AD, WD, read, write) of a PKRU value")
     p.add_argument("value", metavar="VALUE", help="the PKRU value, decimal or hex (0x...)")
+    p.add_argument("--svg", action="store_true",
+                   help="print the register as an SVG picture (as the site draws it) instead")
     p.set_defaults(func=cmd_pkru_decode)
 
     fault = top.add_parser("fault", help="decode a page-fault error code")

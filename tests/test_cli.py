@@ -395,3 +395,14 @@ def test_python_dash_m(tmp_path):
 def test_console_script_is_declared():
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
     assert scripts.get("pkeyspec") == "pkeyspec.cli:main"
+
+
+def test_pkru_decode_svg_draws_the_register(capsys):
+    import xml.etree.ElementTree as ET
+    status, out, _ = run(capsys, "pkru", "decode", "0x55555558", "--svg")
+    assert status == 0
+    svg = ET.fromstring(out)
+    ns = "{http://www.w3.org/2000/svg}"
+    assert svg.tag == ns + "svg"
+    assert "0x55555558" in svg.find(ns + "title").text
+    assert "key 1" in svg.find(ns + "desc").text
