@@ -240,6 +240,13 @@ def deliver(thread: Thread, info: Siginfo, err: int | None, action: Sigaction):
     fatal = rseq_signal_deliver(thread)
     image = bytearray(top - frame)
     xstate_bv = 1 << XFEATURE_PKRU
+    # XSAVE records PKRU as "in use" unless the CPU's init tracker says it is in its init
+    # state: AMD does so whenever PKRU is 0, which is what 6.12 writes before XSAVE. From
+    # 6.12.5 (and 6.13) the kernel sets the bit itself after it stores the saved PKRU
+    # ("x86/pkeys: Ensure updated PKRU value is XRSTOR'd"); 6.12.0-6.12.4 did not
+    # (RACE-AMD-XINUSE), so sigreturn's XRSTOR loads PKRU = 0.
+    if system.cpu_vendor == "amd" and write_pkru == 0 and not system.kernel_at_least(6, 12, 5):
+        xstate_bv &= ~(1 << XFEATURE_PKRU)
     bv_at = fpstate - frame + XSAVE_XSTATE_BV_OFFSET
     pkru_at = fpstate - frame + XSAVE_PKRU_OFFSET
     image[bv_at:bv_at + 8] = xstate_bv.to_bytes(8, "little")

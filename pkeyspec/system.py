@@ -50,6 +50,15 @@ def kstrtouint(text: str) -> int | None:
 KNOWN_KERNELS = ("6.1", "6.12", "7.2")
 
 
+def kernel_patch_level(version: str | tuple[int, ...]) -> int | None:
+    """The stable release of ``"6.12.4"`` (4); None when only the series is given (its newest)."""
+    parts = version if isinstance(version, tuple) else str(version).split(".")
+    try:
+        return int(parts[2]) if len(parts) > 2 else None
+    except ValueError:
+        return None
+
+
 def parse_kernel(version: str | tuple[int, int]) -> tuple[int, int]:
     """``"6.12"`` -> ``(6, 12)``; extra components such as ``.117`` are ignored."""
     if isinstance(version, tuple):
@@ -72,9 +81,15 @@ class System:
     """
 
     def __init__(self, *, pku: bool = True, kernel: str | tuple[int, int] = KNOWN_KERNELS[-1],
-                 init_pkru: int | str = INIT_PKRU_VALUE) -> None:
+                 init_pkru: int | str = INIT_PKRU_VALUE, cpu_vendor: str = "intel") -> None:
         self.pku = bool(pku)
         self.kernel = parse_kernel(kernel)
+        #: The stable release within the series ("6.12.4" -> 4); None means its newest.
+        self.kernel_patch = kernel_patch_level(kernel)
+        if cpu_vendor not in ("intel", "amd"):
+            raise ValueError(f"cpu_vendor must be 'intel' or 'amd', not {cpu_vendor!r}")
+        #: AMD's XSAVE init tracker treats PKRU = 0 as "in its init state" (HW-X86-INIT-TRACKER).
+        self.cpu_vendor = cpu_vendor
         # init_pkru= is parsed with kstrtouint; a value it refuses is ignored (setup_init_pkru).
         value = kstrtouint(init_pkru) if isinstance(init_pkru, str) else init_pkru
         self.init_pkru_value = value if value is not None and 0 <= value <= U32 else INIT_PKRU_VALUE
@@ -84,6 +99,12 @@ class System:
         #: When a list, the model appends (event, PKRU) pairs to it as signals are delivered;
         #: the pictures use it. None (the default) records nothing.
         self.trace: list[tuple[str, int]] | None = None
+
+    def kernel_at_least(self, major: int, minor: int, patch: int = 0) -> bool:
+        """Is the modelled kernel this release or newer? A bare series counts as its newest."""
+        if self.kernel != (major, minor):
+            return self.kernel > (major, minor)
+        return self.kernel_patch is None or self.kernel_patch >= patch
 
     def note(self, event: str, pkru: int) -> None:
         if self.trace is not None:
@@ -204,6 +225,7 @@ class System:
         new = System.__new__(System)
         memo[id(self)] = new
         new.pku, new.kernel, new.init_pkru_value = self.pku, self.kernel, self.init_pkru_value
+        new.kernel_patch, new.cpu_vendor = self.kernel_patch, self.cpu_vendor
         new.shmem = {k: dict(v) for k, v in self.shmem.items()}
         new._next_id = self._next_id
         new.trace = None if self.trace is None else list(self.trace)

@@ -133,10 +133,7 @@ def _fact_ids() -> set[str]:
 
 
 #: RACE facts the catalogue leaves out, and why.
-NOT_MODELLED = {
-    "RACE-AMD-XINUSE": "the model has no AMD init tracker (XINUSE) and its frame writer always "
-                       "sets XSTATE_BV[PKRU]; the 6.12.0 bug needs state the model lacks",
-}
+NOT_MODELLED: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -12,9 +12,9 @@ the CPU raises #PF with the error code (the PTE's key decided it), and only
 later does the kernel's fault handler take the mmap lock, find the VMA and
 fill in ``si_pkey`` from it (:func:`pkeyspec.access.do_user_addr_fault`).
 
-RACE-AMD-XINUSE is not here: the model's frame writer always sets
-XSTATE_BV[PKRU] and has no AMD init tracker, so the 6.12.0 bug cannot be
-expressed without new model state.
+RACE-AMD-XINUSE runs on ``System(cpu_vendor="amd", kernel="6.12.4")``: the
+model's XSAVE leaves XSTATE_BV[PKRU] clear when an AMD CPU holds PKRU = 0,
+as 6.12 makes it hold while it writes the frame.
 """
 
 from __future__ import annotations
@@ -291,4 +291,60 @@ race(Race(
     facts=("RACE-SIPKEY-STALE", "ERR-SIGINFO", "HW-X86-PFEC-PK", "SYS-SERIALIZED"),
     observe=("pte_key", "x"),
     note="The kernel's own comment in bad_area_access_error admits it; ppc and arm64 do the same.",
+))
+
+
+# --- RACE-AMD-XINUSE ---------------------------------------------------------------------------
+
+_RESTRICTIVE = 0xFFFF0000      # keys 8..15 denied, as in the bug report
+
+
+def _xinuse_setup(kernel: str, vendor: str):
+    def setup() -> World:
+        system = System(kernel=kernel, cpu_vendor=vendor)
+        t = system.spawn()
+        t.sigaction(SIGUSR1, _handler_returns)
+        return World(system, {"T": t})
+    return setup
+
+
+_XINUSE_T = (
+    register(f"wrpkru({_RESTRICTIVE:#x})  /* deny keys 8..15 */",
+             lambda w: w.T.wrpkru(_RESTRICTIVE), write=True),
+    register("p = rdpkru()  /* what the thread runs with now */",
+             lambda w: w.do("p", w.T.rdpkru), write=False),
+)
+
+race(Race(
+    name="XINUSE+wrpkru+tgkill",
+    family="signals",
+    question=(
+        "T restricts itself with wrpkru(0xffff0000); a signal arrives and its handler returns. "
+        "Linux 6.12 writes PKRU = 0 before it XSAVEs the frame, and AMD's init tracker then "
+        "records PKRU as unused (XSTATE_BV bit 9 clear), although the kernel stores T's value "
+        "in the frame afterwards. Does T come back from sigreturn with every key open?"),
+    setup=_xinuse_setup("6.12.4", "amd"),
+    threads={"T": _XINUSE_T, "S": (deliver("tgkill(T, SIGUSR1): a handler that returns"),)},
+    exists=lambda w: w.v.get("p") == 0,
+    exists_text="after the signal T runs with PKRU = 0: every key open",
+    result="Sometimes",
+    facts=("RACE-AMD-XINUSE", "HW-X86-INIT-TRACKER", "SIG-X86-613-XSTATE_BV"),
+    observe=("p",),
+    note='System(kernel="6.12.4", cpu_vendor="amd"): before the fix, from the kernel mail, not run.',
+))
+
+race(Race(
+    name="XINUSE+wrpkru+tgkill+fixed",
+    family="signals",
+    variant_of="XINUSE+wrpkru+tgkill",
+    variant="As above, but on 6.12.5, where the kernel sets XSTATE_BV bit 9 itself after storing the saved PKRU.",
+    question="With the fix (6.13-rc2, backported to 6.12.5), can T still come back with PKRU = 0?",
+    setup=_xinuse_setup("6.12.5", "amd"),
+    threads={"T": _XINUSE_T, "S": (deliver("tgkill(T, SIGUSR1): a handler that returns"),)},
+    exists=lambda w: w.v.get("p") == 0,
+    exists_text="after the signal T runs with PKRU = 0: every key open",
+    result="Never",
+    facts=("RACE-AMD-XINUSE", "SIG-X86-613-XSTATE_BV"),
+    observe=("p",),
+    note='System(kernel="6.12.5", cpu_vendor="amd").',
 ))
