@@ -172,46 +172,68 @@ def explore(program: Program, name: str = "", *, max_executions: int | None = No
 def explore_stateful(program: Program, name: str = "", *, max_states: int | None = None,
                      max_executions: int | None = None,
                      progress: Callable[[int, int, float], None] | None = None) -> Observation:
-    """Stateful exploration: depth first over model states, each state expanded once."""
+    """Stateful exploration: depth first over model states, each state expanded once.
+
+    A successor is fingerprinted when it is generated and pushed only if it
+    is new. Schedules are not copied along: each stored state keeps its
+    parent and the step that led to it, and a witness is rebuilt by walking
+    back from a final state.
+    """
     started = time.perf_counter()
     n = len(program.thread_names)
-    lengths = [program.length(t) for t in range(n)]
+    lengths = tuple(program.length(t) for t in range(n))
+    run, fingerprint = program.run, program.fingerprint
     finals: dict = {}
-    seen: set = set()
+    initial = program.initial()
+    start_pcs = (0,) * n
+    seen: set = {(start_pcs, fingerprint(initial))}
+    parents: list[tuple[int, tuple[int, int] | None]] = [(-1, None)]
     transitions = 0
     executions = 0
-    # A stack of (state, pcs, schedule)
-    stack = [(program.initial(), (0,) * n, ())]
+    stack = [(initial, start_pcs, 0)]
     last = started
+    expanded = 0
     complete = True
+
+    def schedule(node: int) -> tuple[tuple[int, int], ...]:
+        steps = []
+        while node > 0:
+            node, step = parents[node]
+            steps.append(step)
+        return tuple(reversed(steps))
+
     try:
         while stack:
-            state, pcs, sched = stack.pop()
-            key = (pcs, program.fingerprint(state))
-            if key in seen:
-                continue
-            seen.add(key)
-            if progress and len(seen) & 63 == 0:
-                now = time.perf_counter()
-                if now - last >= PROGRESS_EVERY:
-                    last = now
-                    progress(len(seen), executions, now - started)
-            if max_states is not None and len(seen) > max_states:
-                raise LimitReached
+            state, pcs, node = stack.pop()
             moved = False
             for t in range(n):
-                if pcs[t] < lengths[t]:
-                    moved = True
-                    transitions += 1
-                    nxt = program.run(state, t, pcs[t])
-                    npcs = pcs[:t] + (pcs[t] + 1,) + pcs[t + 1:]
-                    stack.append((nxt, npcs, sched + ((t, pcs[t]),)))
+                pc = pcs[t]
+                if pc == lengths[t]:
+                    continue
+                moved = True
+                transitions += 1
+                nxt = run(state, t, pc)
+                npcs = pcs[:t] + (pc + 1,) + pcs[t + 1:]
+                key = (npcs, fingerprint(nxt))
+                if key in seen:
+                    continue
+                seen.add(key)
+                if max_states is not None and len(seen) > max_states:
+                    raise LimitReached
+                parents.append((node, (t, pc)))
+                stack.append((nxt, npcs, len(parents) - 1))
             if not moved:
                 if max_executions is not None and executions >= max_executions:
                     raise LimitReached
                 executions += 1
                 ok, final = program.outcome(state)
-                _record(finals, final, ok, sched)
+                _record(finals, final, ok, schedule(node))
+            expanded += 1
+            if progress and expanded & 63 == 0:
+                now = time.perf_counter()
+                if now - last >= PROGRESS_EVERY:
+                    last = now
+                    progress(len(seen), executions, now - started)
     except (LimitReached, KeyboardInterrupt):
         complete = False
     return _observation(name, finals, executions, len(seen), transitions, started, complete)
