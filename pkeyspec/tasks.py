@@ -233,6 +233,8 @@ class Thread:
         signum = cabi.int32(signum)
         if signum < 1 or signum > 64 or signum in (9, 19):
             raise OSError(EINVAL, os.strerror(EINVAL))
+        if not (callable(handler) or handler in (signals.SIG_DFL, signals.SIG_IGN)):
+            raise TypeError("a handler is SIG_DFL, SIG_IGN or a callable taking a SignalContext")
         old = self.process.sigactions.get(signum, Sigaction())
         self.process.sigactions[signum] = Sigaction(handler, cabi.ulong(flags), touches_stack)
         return old
