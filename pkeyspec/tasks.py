@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from . import access, cabi, keys, mm as mm_, signals, uaccess
 from .signals import MINSIGSTKSZ, SS_AUTODISARM, SS_DISABLE, SS_ONSTACK, Exited, Killed, Sigaction
-from .uapi import EINVAL, ENOMEM, EPERM, ESRCH
+from .uapi import EINVAL, ENOMEM, ENOSYS, EPERM, ESRCH
 
 if TYPE_CHECKING:
     from .system import System
@@ -124,6 +124,11 @@ class Thread:
             if self.process.end is not None:
                 raise ProcessLookupError(ESRCH, f"thread {self.tid} has ended: {self.process.end!r}")
 
+    def _pkey_syscalls_exist(self) -> None:
+        """The three pkey system calls arrived in Linux 4.9; before, they are ENOSYS (SYS-ENOSYS)."""
+        if self.system.kernel < (4, 9):
+            raise OSError(ENOSYS, os.strerror(ENOSYS))
+
     def __repr__(self) -> str:
         pkru = f"{self.pkru:#010x}" if self.process.mm.ospke else "none (no PKU)"
         return f"<Thread {self.tid} of process {self.process.pid} pkru={pkru}>"
@@ -148,6 +153,7 @@ class Thread:
     def pkey_mprotect(self, addr: int, len: int, prot: int, pkey: int) -> int:
         """``pkey_mprotect(2)``."""
         self._enter()
+        self._pkey_syscalls_exist()
         return _syscall(mm_.do_mprotect_pkey(self, addr, len, prot, pkey))
 
     def madvise(self, addr: int, length: int, advice: int) -> int:
@@ -158,11 +164,13 @@ class Thread:
     def pkey_alloc(self, flags: int, access_rights: int) -> int:
         """``pkey_alloc(2)``: returns the new key."""
         self._enter()
+        self._pkey_syscalls_exist()
         return _syscall(keys.sys_pkey_alloc(self, flags, access_rights))
 
     def pkey_free(self, pkey: int) -> int:
         """``pkey_free(2)``."""
         self._enter()
+        self._pkey_syscalls_exist()
         return _syscall(keys.sys_pkey_free(self, pkey))
 
     def smaps(self) -> str:

@@ -518,3 +518,22 @@ def test_kernel_version_selects_the_signal_frame_behaviour(kernel, handler_runs)
     end = t.store(t.sp - 8, 0, 8)
     assert (end == Exited(17)) is handler_runs
     assert isinstance(end, Killed) is not handler_runs
+
+
+def test_pkey_syscalls_are_enosys_before_4_9():
+    """SYS-ENOSYS: the three system calls were merged in 4.9; before, they do not exist,
+    while glibc's pkey_mprotect(..., -1) still works through mprotect."""
+    import errno
+    from pkeyspec import MAP_ANONYMOUS, MAP_PRIVATE, PAGE_SIZE, PROT_READ, System, glibc
+    t = System(kernel="4.8").spawn()
+    for call in (lambda: t.pkey_alloc(0, 0), lambda: t.pkey_free(1),
+                 lambda: t.pkey_mprotect(0x400000, PAGE_SIZE, PROT_READ, 0)):
+        try:
+            call()
+        except OSError as e:
+            assert e.errno == errno.ENOSYS
+        else:
+            raise AssertionError("expected ENOSYS")
+    buf = t.mmap(0, PAGE_SIZE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS)
+    assert glibc.pkey_mprotect(t, buf, PAGE_SIZE, PROT_READ, -1) == 0
+    assert System(kernel="4.9").spawn().pkey_alloc(0, 0) == 1
