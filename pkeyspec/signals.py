@@ -54,6 +54,10 @@ RED_ZONE = 128
 MAX_REEXECUTIONS = 8
 
 
+#: si_code values any signal can carry (include/uapi/asm-generic/siginfo.h).
+GENERIC_SI_CODES = {0: "SI_USER", -6: "SI_TKILL", 0x80: "SI_KERNEL"}
+
+
 def signal_name(signo: int) -> str:
     return SIGNAL_NAMES.get(signo, str(signo))
 
@@ -73,7 +77,8 @@ class Siginfo:
     si_pkey: int = 0
 
     def __repr__(self) -> str:
-        code = SI_CODE_NAMES.get(self.si_signo, {}).get(self.si_code, str(self.si_code))
+        code = SI_CODE_NAMES.get(self.si_signo, {}).get(self.si_code) or \
+            GENERIC_SI_CODES.get(self.si_code, str(self.si_code))
         text = f"{signal_name(self.si_signo)}, si_code={code}, si_addr={self.si_addr:#x}"
         if code == "SEGV_PKUERR":
             text += f", si_pkey={self.si_pkey}"
@@ -206,15 +211,19 @@ def force_sig_fault(thread: Thread, info: Siginfo, err: int | None = None):
     return deliver(thread, info, err, action)
 
 
-def send_signal(thread: Thread, signo: int):
-    """An asynchronous signal (``tgkill``) reaches ``thread``: delivered now, or pending if blocked."""
+def send_signal(thread: Thread, signo: int, code: int = SI_TKILL):
+    """An asynchronous signal reaches ``thread``: delivered now, or pending if blocked.
+
+    ``code`` is the si_code: SI_TKILL for ``tgkill`` and ``raise``, SI_USER for
+    ``send_sig`` from the kernel (SIGPIPE).
+    """
     action = thread.process.sigactions.get(signo, Sigaction())
     if action.handler == SIG_IGN:
         return None
     if signo in thread.blocked:
         thread.pending.append(signo)
         return None
-    return deliver(thread, Siginfo(signo, 0), None, action)
+    return deliver(thread, Siginfo(signo, code), None, action)
 
 
 def deliver(thread: Thread, info: Siginfo, err: int | None, action: Sigaction):

@@ -203,7 +203,7 @@ def sys_write(thread: Thread, fd: int, buf: int, count: int) -> int:
         return 0
     if f.pipe.readers == 0:
         from .signals import send_signal
-        send_signal(thread, SIGPIPE)
+        send_signal(thread, SIGPIPE, code=0)      # send_sig(SIGPIPE, current, 0): SI_USER
         return -EPIPE
     count = min(count, PIPE_BUF_SIZE - len(f.pipe.data))
     if count == 0:
