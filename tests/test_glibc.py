@@ -15,6 +15,7 @@ from pkeyspec import (
     MAP_ANONYMOUS, MAP_PRIVATE, PKEY_DISABLE_ACCESS, PKEY_DISABLE_WRITE, PROT_EXEC, PROT_READ,
     PROT_WRITE, SIGILL, Killed, System, glibc,
 )
+from tests.helpers import err_of, bits
 
 PAGE = 4096
 RW = PROT_READ | PROT_WRITE
@@ -28,14 +29,6 @@ def spawn(pku=True, kernel="7.2"):
     return System(kernel=kernel, pku=pku).spawn()
 
 
-def err_of(fn, *args):
-    with pytest.raises(OSError) as exc:
-        fn(*args)
-    return exc.value.errno
-
-
-def bits(pkru, key):
-    return (pkru >> (2 * key)) & 3
 
 
 # --- pkey_get ------------------------------------------------------------------------

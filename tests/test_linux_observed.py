@@ -28,6 +28,7 @@ from pkeyspec import (
     PKEY_DISABLE_WRITE, PROT_EXEC, PROT_GROWSDOWN, PROT_NONE, PROT_READ, PROT_WRITE, SA_ONSTACK,
     Exited, Killed, System, glibc,
 )
+from tests.helpers import err_of, bits as rights
 
 KERNELS = ("6.1", "6.12", "7.2")
 PAGE = 4096
@@ -72,16 +73,6 @@ def code_page(t):
     return p
 
 
-def err_of(fn, *args):
-    """The errno of a failing call (-1 and errno in C)."""
-    with pytest.raises(OSError) as exc:
-        fn(*args)
-    return exc.value.errno
-
-
-def rights(pkru, pkey):
-    """The two PKRU bits of ``pkey``: bit 0 = AD, bit 1 = WD."""
-    return (pkru >> (2 * pkey)) & 3
 
 
 def smaps_vmas(t):

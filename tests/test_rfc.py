@@ -17,6 +17,7 @@ from pkeyspec import (
     MAP_ANONYMOUS, MAP_PRIVATE, PKEY_DISABLE_ACCESS, PKEY_DISABLE_WRITE, PROT_EXEC, PROT_READ,
     PROT_WRITE, System, rfc,
 )
+from tests.helpers import err_of, bits
 
 PAGE = 4096
 AD = PKEY_DISABLE_ACCESS
@@ -27,14 +28,6 @@ def spawn():
     return System(kernel="7.2", pku=True).spawn()
 
 
-def err_of(fn, *args):
-    with pytest.raises(OSError) as exc:
-        fn(*args)
-    return exc.value.errno
-
-
-def bits(pkru, key):
-    return (pkru >> (2 * key)) & 3
 
 
 # --- flags -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pkeyspec import (
     SA_NODEFER, SA_ONSTACK, SA_RESETHAND, SIG_DFL, SIG_IGN, SIGSEGV, SIGUSR1, SIGUSR2, SS_DISABLE,
     Exited, Killed, Livelock, System, glibc, pkru_with_rights,
 )
+from tests.helpers import err_of, bits
 
 KERNELS = ("6.1", "6.12", "7.2")
 PAGE = 4096
@@ -56,14 +57,6 @@ def keyed_page(t, rights, value=0x5A):
     return p, k
 
 
-def bits(pkru, key):
-    return (pkru >> (2 * key)) & 3
-
-
-def err_of(fn, *args, **kw):
-    with pytest.raises(OSError) as exc:
-        fn(*args, **kw)
-    return exc.value.errno
 
 
 def frame_pkru(ctx):

@@ -17,6 +17,7 @@ from pkeyspec import (
     PROT_READ, PROT_WRITE, SIGSEGV, SIGUSR1, Exited, Killed, System,
 )
 from pkeyspec.system import parse_kernel
+from tests.helpers import err_of, bits
 
 PAGE = 4096
 RW = PROT_READ | PROT_WRITE
@@ -32,14 +33,6 @@ def spawn(kernel="7.2", **kw):
     return System(kernel=kernel, pku=True, **kw).spawn()
 
 
-def err_of(fn, *args):
-    with pytest.raises(OSError) as exc:
-        fn(*args)
-    return exc.value.errno
-
-
-def bits(pkru, key):
-    return (pkru >> (2 * key)) & 3
 
 
 def populated(t, value=0x5A, flags=ANON):

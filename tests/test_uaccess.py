@@ -17,6 +17,7 @@ from pkeyspec import (
     PROT_READ, PROT_WRITE, PTRACE_PEEKDATA, PTRACE_POKEDATA, SIG_IGN, SIGSEGV, Exited, Killed,
     System, pkru_with_rights,
 )
+from tests.helpers import err_of
 
 PAGE = 4096
 RW = PROT_READ | PROT_WRITE
@@ -55,11 +56,6 @@ def rekey(t, addr, rights, pages=1):
     assert t.pkey_mprotect(addr, pages * PAGE, RW, k) == 0
     return k
 
-
-def err_of(fn, *args):
-    with pytest.raises(OSError) as exc:
-        fn(*args)
-    return exc.value.errno
 
 
 def watch_sigsegv(t):
