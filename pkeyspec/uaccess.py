@@ -308,6 +308,17 @@ def _target(thread: Thread, pid: int):
     return proc
 
 
+def _gather(iov, read) -> bytes | int:
+    """Read the iovecs in order until one fails: the bytes, or the error if none could be read."""
+    out = b""
+    for base, length in iov:
+        got = read(cabi.ulong(base), cabi.ulong(length))
+        if isinstance(got, int):
+            return got if not out else out
+        out += got
+    return out
+
+
 def sys_process_vm_readv(thread: Thread, pid: int, local_iov, remote_iov, flags: int) -> int:
     """``process_vm_readv``: remote side foreign (no keys), local side checked."""
     if cabi.ulong(flags):
@@ -315,15 +326,10 @@ def sys_process_vm_readv(thread: Thread, pid: int, local_iov, remote_iov, flags:
     target = _target(thread, pid)
     if target is None:
         return -ESRCH
-    remote = b""
-    for base, length in remote_iov:
-        got = access_remote_vm(thread.system, target.mm, cabi.ulong(base), cabi.ulong(length),
-                               write=False, force=False)
-        if isinstance(got, int):
-            if not remote:
-                return got
-            break
-        remote += got
+    remote = _gather(remote_iov, lambda base, length: access_remote_vm(
+        thread.system, target.mm, base, length, write=False, force=False))
+    if isinstance(remote, int):
+        return remote
     done = 0
     for base, length in local_iov:
         piece = remote[done:done + cabi.ulong(length)]
@@ -345,14 +351,9 @@ def sys_process_vm_writev(thread: Thread, pid: int, local_iov, remote_iov, flags
     target = _target(thread, pid)
     if target is None:
         return -ESRCH
-    local = b""
-    for base, length in local_iov:
-        got = copy_from_user(thread, cabi.ulong(base), cabi.ulong(length))
-        if isinstance(got, int):
-            if not local:
-                return got
-            break
-        local += got
+    local = _gather(local_iov, lambda base, length: copy_from_user(thread, base, length))
+    if isinstance(local, int):
+        return local
     done = 0
     for base, length in remote_iov:
         piece = local[done:done + cabi.ulong(length)]
