@@ -9,8 +9,9 @@ against every step of ``T`` and lands between any two of them.
 
 The page fault of RACE-SIPKEY-STALE is split the same way Linux splits it:
 the CPU raises #PF with the error code (the PTE's key decided it), and only
-later does the kernel's fault handler take the mmap lock, find the VMA and
-fill in ``si_pkey`` from it (:func:`pkeyspec.access.do_user_addr_fault`).
+later does the kernel's fault handler lock and find the VMA (the per-VMA
+lock, ``lock_vma_under_rcu``, from 6.4; the mmap lock before) and fill in
+``si_pkey`` from it (:func:`pkeyspec.access.do_user_addr_fault`).
 
 RACE-AMD-XINUSE runs on ``System(cpu_vendor="amd", kernel="6.12.4")``: the
 model's XSAVE leaves XSTATE_BV[PKRU] clear when an AMD CPU holds PKRU = 0,
@@ -254,7 +255,7 @@ def _hardware_load(w: World) -> None:
 
 
 def _kernel_fault(w: World) -> None:
-    """``do_user_addr_fault`` under the mmap lock, then the signal (no handler: the process dies)."""
+    """``do_user_addr_fault`` (VMA lock from 6.4, mmap lock before), then the signal; no handler: death."""
     if "err" not in w.v:
         return
     t1 = w.T1
@@ -271,16 +272,17 @@ race(Race(
     family="signals",
     question=(
         "T1 reads foo, whose PTE carries key k for which T1 has access disabled: the CPU "
-        "raises a page fault with the PK bit. Before the kernel's fault handler gets the mmap "
-        "lock, T2 re-tags foo with key k2, which T1 may even access. The handler then reads "
-        "the key from the VMA, not from the PTE that faulted. Can si_pkey name a key other "
+        "raises a page fault with the PK bit. Before the kernel's fault handler finds the VMA "
+        "(under the per-VMA lock from 6.4, the mmap lock before), T2 re-tags foo with key k2, "
+        "which T1 may even access. The handler then reads the key from the VMA, not from the "
+        "PTE that faulted. Can si_pkey name a key other "
         "than the one that denied the access?"),
     setup=_sipkey_setup,
     threads={
         "T1": (
             access("x = *foo: #PF(PK), the CPU reports the error code; the PTE had key pte_key",
                    _hardware_load, write_mm=False),
-            access("if (#PF) do_user_addr_fault(): mmap_read_lock; si_pkey = vma_pkey(find_vma(foo))",
+            access("if (#PF) do_user_addr_fault(): lock the VMA; si_pkey = vma_pkey(vma of foo)",
                    _kernel_fault),
         ),
         "T2": (pkey_mprotect("T2", "foo", "k2"),),
