@@ -8,13 +8,21 @@ their review is where this project comes from: Mel Gorman asked that every
 race be spelled out, and Dave's answer, that a successful ``pkey_get`` is
 "like a stat()", is true of glibc's functions too (RFC-STAT-ANALOGY).
 
-Semantics (RFC-SIGNATURES, RFC-ERRNO, RFC-LOCKLESS): flags != 0 gives
-EINVAL; a key that is not allocated gives EBADF, not EINVAL; the map is
-read without the mmap lock, as one ``READ_ONCE`` snapshot, and only then is
-the caller's PKRU read or written. Those are two steps
-(:func:`read_map`, then :func:`get_rights` or :func:`set_rights`), and the
-map can change between them. ``access_rights`` is not checked
-(RFC-NO-RIGHTS-MASK).
+Semantics of the 7 July 2016 version (RFC-SIGNATURES, RFC-ERRNO,
+RFC-LOCKLESS): flags != 0 gives EINVAL; then the map is read without the
+mmap lock, as one ``READ_ONCE`` snapshot tested with ``map & (1U << pkey)``
+(:func:`rfc_pkey_allocated`): a clear bit gives EBADF, not EINVAL. Only then
+is the caller's PKRU read or written. Those are two steps (:func:`read_map`,
+then :func:`get_rights` or :func:`set_rights`), and the map can change
+between them. ``access_rights`` is not checked (RFC-NO-RIGHTS-MASK).
+
+The test is not today's ``mm_pkey_is_allocated``: it has no range check
+and no exception for the execute-only key. Keys 16 to 31 find a clear bit
+of the 16-bit map (EBADF); for other keys the shift is undefined in C, and
+the model takes what x86-64 code does with it (the shift count is masked to
+5 bits), so 32 tests bit 0. A key past the map test that is not a hardware
+key (0 to 15) is refused by the rights helpers with EINVAL, as
+``arch_set_user_pkey_access`` refuses one.
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ from typing import TYPE_CHECKING
 
 from . import cabi
 from .hardware import pkru_allows_read, pkru_allows_write
-from .keys import arch_set_user_pkey_access, mm_pkey_is_allocated
+from .hardware import NR_PKEYS
+from .keys import arch_set_user_pkey_access
 from .uapi import EBADF, EINVAL, PKEY_DISABLE_ACCESS, PKEY_DISABLE_WRITE
 
 if TYPE_CHECKING:
@@ -35,12 +44,17 @@ def _fail(err: int) -> OSError:
     return OSError(err, os.strerror(err))
 
 
+def rfc_pkey_allocated(mm_map: int, pkey: int) -> bool:
+    """The RFC's test, ``READ_ONCE(map) & (1U << pkey)``, with x86-64's 5-bit shift count."""
+    return bool(mm_map & (1 << (pkey & 31)))
+
+
 def read_map(thread: Thread, pkey: int, flags: int) -> bool:
     """Step 1 of both calls: check flags, then ``READ_ONCE`` the allocation map."""
     thread._enter()
     if cabi.ulong(flags):
         raise _fail(EINVAL)
-    return mm_pkey_is_allocated(thread.process.mm, cabi.int32(pkey))
+    return rfc_pkey_allocated(thread.process.mm.pkey_allocation_map, cabi.int32(pkey))
 
 
 def get_rights(thread: Thread, pkey: int, allocated: bool) -> int:
@@ -48,8 +62,10 @@ def get_rights(thread: Thread, pkey: int, allocated: bool) -> int:
     thread._enter()
     if not allocated:
         raise _fail(EBADF)
-    # arch_get_user_pkey_access: AD disables writes too, so AD reads back as AD|WD.
     pkey, pkru = cabi.int32(pkey), thread.pkru
+    if not 0 <= pkey < NR_PKEYS:
+        raise _fail(EINVAL)
+    # arch_get_user_pkey_access: AD disables writes too, so AD reads back as AD|WD.
     return ((0 if pkru_allows_read(pkru, pkey) else PKEY_DISABLE_ACCESS)
             | (0 if pkru_allows_write(pkru, pkey) else PKEY_DISABLE_WRITE))
 
@@ -59,7 +75,10 @@ def set_rights(thread: Thread, pkey: int, access_rights: int, allocated: bool) -
     thread._enter()
     if not allocated:
         raise _fail(EBADF)
-    ret = arch_set_user_pkey_access(thread, cabi.int32(pkey), cabi.ulong(access_rights))
+    pkey = cabi.int32(pkey)
+    if not 0 <= pkey < NR_PKEYS:
+        raise _fail(EINVAL)
+    ret = arch_set_user_pkey_access(thread, pkey, cabi.ulong(access_rights))
     if ret < 0:
         raise _fail(-ret)
     return 0

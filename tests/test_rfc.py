@@ -4,14 +4,15 @@
 The reference is the posted patch ("pkeys-118-syscalls-set-get", March-June
 2016: ``SYSCALL_DEFINE2(pkey_get)``, ``SYSCALL_DEFINE3(pkey_set)`` in
 mm/mprotect.c, ``arch_get_user_pkey_access`` in arch/x86/kernel/fpu/xstate.c)
-and its lockless version of 7 July 2016 ("pkeys-119-fast-set-get"), with
-today's ``mm_pkey_is_allocated`` deciding what "allocated" means. Fact IDs
-are in the docstrings.
+and its lockless version of 7 July 2016 ("pkeys-119-fast-set-get"), whose
+test ``READ_ONCE(map) & (1U << pkey)`` decides what "allocated" means. Fact
+IDs are in the docstrings.
 """
 
 import errno
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from pkeyspec import (
     MAP_ANONYMOUS, MAP_PRIVATE, PKEY_DISABLE_ACCESS, PKEY_DISABLE_WRITE, PROT_EXEC, PROT_READ,
@@ -52,9 +53,12 @@ def test_nonzero_flags_einval_before_the_allocation_check(flags):
 
 # --- EBADF: not allocated -----------------------------------------------------------------
 
-@pytest.mark.parametrize("key", [5, 15, 16, 17, -1, 2**31 - 1, -2**31])
-def test_unallocated_or_out_of_range_key_ebadf(key):
-    """A key the map does not show as allocated, in range or not: EBADF (not EINVAL).
+@pytest.mark.parametrize("key", [5, 15, 16, 17, 31, -1, 2**31 - 1, 37])
+def test_key_whose_bit_is_clear_ebadf(key):
+    """A key whose bit ``1U << key`` finds clear in the 16-bit map: EBADF (not EINVAL).
+
+    16 to 31 are past the map's 16 bits; -1, 2**31 - 1 and 37 test bits 31, 31
+    and 5 (x86-64 masks the shift count to 5 bits).
 
     Facts: RFC-ERRNO, ERR-TABLE.
     """
@@ -63,6 +67,53 @@ def test_unallocated_or_out_of_range_key_ebadf(key):
     assert err_of(rfc.pkey_get, t, key, 0) == errno.EBADF
     assert err_of(rfc.pkey_set, t, key, 0, 0) == errno.EBADF
     assert t.rdpkru() == before
+
+
+@pytest.mark.parametrize("key", [32, -2**31, 2**31 - 32])
+def test_out_of_range_key_whose_masked_bit_is_set_einval(key):
+    """32, -2**31 and 2**31 - 32 test bit 0 (key 0, always set): past the map test, the
+    rights helpers refuse a key that is not 0 to 15 with EINVAL; PKRU is untouched.
+
+    Facts: RFC-ERRNO.
+    """
+    t = spawn()
+    before = t.rdpkru()
+    assert err_of(rfc.pkey_get, t, key, 0) == errno.EINVAL
+    assert err_of(rfc.pkey_set, t, key, AD, 0) == errno.EINVAL
+    assert t.rdpkru() == before
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.integers(-2**31, 2**31 - 1), allocs=st.integers(0, 15),
+       rights=st.integers(0, 3))
+def test_rfc_errno_property(key, allocs, rights):
+    """For every int key and every map: EBADF exactly when bit ``key & 31`` of the map is
+    clear; EINVAL when it is set but the key is not 0..15; otherwise the caller's rights.
+
+    Facts: RFC-ERRNO, RFC-SIGNATURES.
+    """
+    t = spawn()
+    for _ in range(allocs):
+        t.pkey_alloc(0, rights)
+    mm_map = t.process.mm.pkey_allocation_map
+    before = t.rdpkru()
+    if not mm_map >> (key & 31) & 1:
+        expected = errno.EBADF
+    elif not 0 <= key < 16:
+        expected = errno.EINVAL
+    else:
+        expected = None
+    if expected is None:
+        assert rfc.pkey_get(t, key, 0) == bits_to_rights(bits(before, key))
+    else:
+        assert err_of(rfc.pkey_get, t, key, 0) == expected
+        assert err_of(rfc.pkey_set, t, key, 0, 0) == expected
+        assert t.rdpkru() == before
+
+
+def bits_to_rights(b):
+    """PKRU bits (AD=1, WD=2) as the RFC's pkey_get reports them: AD reads back as AD|WD."""
+    return AD | WD if b & 1 else b
 
 
 def test_freed_key_ebadf():
@@ -78,8 +129,9 @@ def test_freed_key_ebadf():
     assert err_of(rfc.pkey_set, t, k, 0, 0) == errno.EBADF
 
 
-def test_exec_only_key_ebadf():
-    """The execute-only key is in the map but hidden from every user interface: EBADF.
+def test_exec_only_key_is_allocated_to_the_rfc():
+    """The execute-only key's bit is set in the map, and the RFC's test has no exception for
+    it (today's mm_pkey_is_allocated hides it): pkey_set can open execute-only memory.
 
     Facts: RFC-ERRNO, XO-X86-HIDDEN-KEY.
     """
@@ -87,9 +139,11 @@ def test_exec_only_key_ebadf():
     p = t.mmap(0, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
     assert t.mprotect(p, PAGE, PROT_EXEC) == 0
     assert t.smaps_pkey(p) == 1
-    assert err_of(rfc.pkey_get, t, 1, 0) == errno.EBADF
-    assert err_of(rfc.pkey_set, t, 1, 0, 0) == errno.EBADF
-    assert bits(t.rdpkru(), 1) == AD
+    assert err_of(t.pkey_free, 1) == errno.EINVAL
+    assert rfc.pkey_get(t, 1, 0) == AD | WD
+    assert rfc.pkey_set(t, 1, 0, 0) == 0
+    assert bits(t.rdpkru(), 1) == 0
+    assert t.load(p) == 0
 
 
 def test_key_0_is_allocated_from_the_start():
