@@ -644,6 +644,12 @@ class Observation:
         return self.meta["kernel"] + ("" if self.meta["pku"] else " (no PKU)")
 
     @property
+    def short_label(self) -> str:
+        """``6.12.117``, ``7.2.13 no PKU``: the release without Debian's suffixes."""
+        return (self.meta["kernel"].split("+")[0].removesuffix("-amd64")
+                + ("" if self.meta["pku"] else " no PKU"))
+
+    @property
     def model_kernel(self) -> str:
         """``"6.1"``, ``"6.12"``, ``"7.2"``: the first two numbers of ``uname -r``."""
         return ".".join(self.meta["kernel"].split(".")[:2])
@@ -668,6 +674,23 @@ def observation_files(directory: str | os.PathLike = OBSERVATION_DIR) -> list[Pa
                      if x.isdigit())
         return (not meta["pku"], nums)
     return sorted(Path(directory).glob("*.jsonl"), key=key)
+
+
+def observed_facts(scenarios: list[Scenario], paths) -> dict[str, dict[str, list[str]]]:
+    """Fact ID -> scenario -> the kernels (labels) whose observation file has its results.
+
+    A fact is backed by an observation when a scenario that lists it ran on a real
+    kernel; the offline comparison (tests/test_conformance.py) holds the model to it.
+    """
+    observations = [load_observation(p) for p in paths]
+    out: dict[str, dict[str, list[str]]] = {}
+    for sc in scenarios:
+        kernels = [o.short_label for o in observations if o.results.get(sc.name)]
+        if not kernels:
+            continue
+        for fact in sc.facts:
+            out.setdefault(fact, {})[sc.name] = kernels
+    return out
 
 
 @dataclass

@@ -43,3 +43,16 @@ def test_extensions_are_parallel_safe(app):
                  "pkeyspec.sphinxext.guarantees"):
         ext = app.extensions[name]
         assert ext.parallel_read_safe and ext.parallel_write_safe, name
+
+
+@pytest.mark.sphinx("html", testroot="guarantee-observed", freshenv=True)
+def test_statements_are_marked_observed_or_read_from_source(app):
+    """A guarantee whose fact a scenario observed on a kernel says so; the other is marked
+    "read from source, not run"; the index counts both and links the scenario's row."""
+    app.build()
+    assert warnings_of(app) == ""
+    html = (app.outdir / "index.html").read_text()
+    assert html.count('class="pkeyspec-observed">observed on 7.2.13<') == 1
+    assert 'class="pkeyspec-read-from-source">read from source, not run<' in html
+    assert "backed by an observation on a real kernel: 1 of 2. Read from source, not run: 1" in html
+    assert 'href="#scenario-free-key0"' in html and 'id="scenario-free-key0"' in html

@@ -24,6 +24,8 @@ from docutils import nodes
 from docutils.parsers.rst import directives
 from sphinx.util.docutils import SphinxDirective
 
+from .guarantees import scenario_anchor
+
 
 def _table(header: list[str], rows: list[list[nodes.Node | str]], widths: list[int],
            classes: list[list[str]] | None = None) -> nodes.table:
@@ -96,9 +98,7 @@ class ConformanceTable(SphinxDirective):
                 cells.setdefault((r.scenario, r.result), [None] * len(kernels))[i] = (
                     r.observed, r.model)
         pku_cols = [i for i, k in enumerate(kernels) if k.observation.meta["pku"]]
-        header = ["scenario", "result"] + [
-            k.observation.meta["kernel"].split("+")[0].removesuffix("-amd64")
-            + ("" if k.observation.meta["pku"] else " no PKU") for k in kernels]
+        header = ["scenario", "result"] + [k.observation.short_label for k in kernels]
         by_file: dict[str, list[conf.Scenario]] = {}
         for sc in scenarios:
             by_file.setdefault(sc.file, []).append(sc)
@@ -113,6 +113,7 @@ class ConformanceTable(SphinxDirective):
                     differs = len(observed_pku) > 1
                     name = nodes.inline()
                     if first:
+                        name["ids"] = [scenario_anchor(sc.name)]
                         name += nodes.literal(text=sc.name)
                     result_cell = nodes.inline()
                     result_cell += nodes.literal(text=result)

@@ -11,6 +11,10 @@ and, outside the pages, a race of the catalogue that lists the fact.
 body, its kind and sources are options, and the doctests inside it are its
 checks. A stated guarantee without a check is a build warning, so the strict
 build fails. ``{guarantee-index}`` renders every fact ID with its status.
+
+A statement is *observed* when a conformance scenario that lists its fact
+ran on a real kernel (the committed observations); every other statement
+carries the marker "read from source, not run", and the index counts both.
 """
 
 from __future__ import annotations
@@ -47,6 +51,33 @@ def _anchor(fact_id: str) -> str:
     return "guarantee-" + nodes.make_id(fact_id)
 
 
+def scenario_anchor(name: str) -> str:
+    """The id of a scenario's row on the conformance page (see sphinxext/conformance.py)."""
+    return "scenario-" + nodes.make_id(name)
+
+
+_OBSERVED: dict[tuple, dict] = {}
+
+
+def observed_of(env) -> dict[str, dict[str, list[str]]]:
+    """Fact ID -> scenario -> kernels, from the committed observations (empty without them)."""
+    rel = getattr(env.config, "pkeyspec_conformance_dir", None)
+    if not rel:
+        return {}
+    base = (Path(env.srcdir) / rel).resolve()
+    files = sorted(base.glob("scenarios/*.scn")) + sorted(base.glob("observations/*.jsonl"))
+    key = tuple((str(f), f.stat().st_mtime_ns) for f in files)
+    if key not in _OBSERVED:
+        from .. import conformance as conf
+        scenarios = conf.load_scenarios(base / "scenarios")
+        _OBSERVED.clear()
+        _OBSERVED[key] = conf.observed_facts(
+            scenarios, conf.observation_files(base / "observations"))
+    for f in files:
+        env.note_dependency(str(f))
+    return _OBSERVED[key]
+
+
 class Guarantee(SphinxDirective):
     required_arguments = 1
     has_content = True
@@ -63,9 +94,20 @@ class Guarantee(SphinxDirective):
                            location=self.get_location())
         node = guarantee_node(ids=[_anchor(fact_id)], fact_id=fact_id, kind=kind,
                               classes=["admonition", "pkeyspec-guarantee"])
+        observed = observed_of(self.env).get(fact_id, {})
+        node["observed"] = sorted(observed)
         title = nodes.paragraph(classes=["admonition-title"])
         title += nodes.literal(text=fact_id, classes=["fact"])
         title += nodes.Text(f" · {kind}")
+        if observed:
+            kernels = sorted({k for ks in observed.values() for k in ks})
+            mark = nodes.inline(classes=["pkeyspec-observed"],
+                                text="observed on " + ", ".join(kernels))
+        else:
+            mark = nodes.inline(classes=["pkeyspec-read-from-source"],
+                                text="read from source, not run")
+        title += nodes.Text(" · ")
+        title += mark
         node += title
         self.state.nested_parse(self.content, self.content_offset, node)
         if self.options.get("source"):
@@ -98,7 +140,8 @@ def collect(app, doctree) -> None:
     checks = env.pkeyspec_checks
     for g in doctree.findall(guarantee_node):
         n = sum(1 for x in g.findall(is_doctest))
-        stated[g["fact_id"]] = (env.docname, _anchor(g["fact_id"]), g["kind"], n)
+        stated[g["fact_id"]] = (env.docname, _anchor(g["fact_id"]), g["kind"], n,
+                                bool(g.get("observed")))
         if n:
             checks[g["fact_id"]].append((env.docname, _anchor(g["fact_id"]), n))
     for section in doctree.findall(nodes.section):
@@ -141,7 +184,7 @@ def race_facts() -> dict[str, list[str]]:
 def check_consistency(app, env) -> None:
     """Warn for a stated guarantee with no check, and for races citing unknown IDs."""
     races = race_facts()
-    for fact_id, (docname, anchor, kind, n) in sorted(env.pkeyspec_stated.items()):
+    for fact_id, (docname, anchor, kind, n, _obs) in sorted(env.pkeyspec_stated.items()):
         if not n and not races.get(fact_id):
             logger.warning("guarantee %s is stated but nothing checks it (no doctest inside it "
                            "and no race lists it)", fact_id, location=docname)
@@ -166,6 +209,8 @@ def _status_table(app, fromdoc: str) -> nodes.table:
     env = app.env
     races = race_facts()
     labels = env.get_domain("std").labels
+    observed = observed_of(env)
+    conformance_doc = env.config.pkeyspec_conformance_page
     rows = []
     for fact_id, kind in facts_of(env).items():
         stated_cell = nodes.paragraph()
@@ -192,10 +237,23 @@ def _status_table(app, fromdoc: str) -> nodes.table:
                 races_cell += _link(app, fromdoc, docname, anchor, name)
             else:
                 races_cell += nodes.Text(name)
+        observed_cell = nodes.paragraph()
+        scenarios = observed.get(fact_id, {})
+        for i, name in enumerate(sorted(scenarios)):
+            if i:
+                observed_cell += nodes.Text(", ")
+            if conformance_doc in env.all_docs:
+                observed_cell += _link(app, fromdoc, conformance_doc, scenario_anchor(name), name)
+            else:
+                observed_cell += nodes.Text(name)
+        if not scenarios:
+            observed_cell += nodes.inline(classes=["pkeyspec-read-from-source"],
+                                          text="read from source, not run")
         rows.append([nodes.paragraph("", "", nodes.literal(text=fact_id)),
-                     nodes.paragraph(text=kind.lower()), stated_cell, checks_cell, races_cell])
-    return table(["ID", "kind", "stated", "executed examples", "races"], rows,
-                 classes=["guarantee-index"])
+                     nodes.paragraph(text=kind.lower()), stated_cell, checks_cell, races_cell,
+                     observed_cell])
+    return table(["ID", "kind", "stated", "executed examples", "races", "observed on real kernels"],
+                 rows, classes=["guarantee-index"])
 
 
 def fill_index(app, doctree, fromdoc) -> None:
@@ -205,13 +263,21 @@ def fill_index(app, doctree, fromdoc) -> None:
         executed = sum(1 for f in facts if env.pkeyspec_checks.get(f))
         in_races = set(race_facts())
         stated = len(env.pkeyspec_stated)
+        stated_observed = sum(1 for v in env.pkeyspec_stated.values() if v[4])
+        observed = observed_of(env)
         summary = nodes.paragraph(text=(
             f"{len(facts)} fact IDs: {executed} with executed examples on the site, "
-            f"{len(in_races & set(facts))} demonstrated by a race, {stated} stated as "
+            f"{len(in_races & set(facts))} demonstrated by a race, "
+            f"{sum(1 for f in facts if f in observed)} observed on real kernels by a "
+            f"conformance scenario, {stated} stated as "
             f"guarantees with the guarantee directive, "
             f"{sum(1 for f in facts if not env.pkeyspec_checks.get(f) and f not in in_races)} "
             f"with neither an example nor a race yet."))
-        node.replace_self([summary, _status_table(app, fromdoc)])
+        reading = nodes.paragraph(text=(
+            f"Stated guarantees backed by an observation on a real kernel: {stated_observed} "
+            f"of {stated}. Read from source, not run: {stated - stated_observed} (the model "
+            f"executes them, no kernel has)."))
+        node.replace_self([summary, reading, _status_table(app, fromdoc)])
 
 
 def visit_guarantee(self, node):
@@ -231,6 +297,8 @@ def setup(app):
                  latex=(lambda s, n: None, lambda s, n: None),
                  text=(lambda s, n: None, lambda s, n: None))
     app.add_node(guarantee_index_node, html=(_skip, None))
+    # The page with the {conformance-table}: the index links scenarios to its rows.
+    app.add_config_value("pkeyspec_conformance_page", "reference/conformance", "env")
     app.add_directive("guarantee", Guarantee)
     app.add_directive("guarantee-index", GuaranteeIndex)
     app.connect("env-before-read-docs", _init)
@@ -239,4 +307,4 @@ def setup(app):
     app.connect("doctree-read", collect)
     app.connect("env-check-consistency", check_consistency)
     app.connect("doctree-resolved", fill_index)
-    return {"parallel_read_safe": True, "parallel_write_safe": True, "env_version": 1}
+    return {"parallel_read_safe": True, "parallel_write_safe": True, "env_version": 2}
