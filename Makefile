@@ -20,7 +20,10 @@ help: ## List the targets
 
 venv: .venv/.installed ## Create .venv and install pkeyspec with its docs and test extras
 
-html: .venv/.installed ## Build the site into _build/html (strict: any warning fails)
+# Nothing publishes unchecked: the pages' examples and the guarantees' properties
+# run first, and a failure stops the build before any HTML is written.
+html: .venv/.installed ## Run the pages' examples and the properties, then build the site into _build/html (strict)
+	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not site" docs tests/properties
 	$(SPHINX) -b html docs _build/html
 
 test: .venv/.installed ## Run all tests: unit, docstrings, docs/*.md doctests, strict site builds

@@ -21,14 +21,36 @@ def test_checked_guarantee_builds_clean_and_is_indexed(app, rootdir):
     html = (app.outdir / "index.html").read_text()
     assert 'class="admonition pkeyspec-guarantee"' in html
     # The index counts the guarantee's own doctest and the section that cites the other fact.
-    assert "2 with executed examples on the site" in html
-    assert "1 stated as guarantees" in html
+    assert "2 modelled facts have executed examples on the site" in html
+    assert "1 stated as guarantees on the pages; 1 of those are proved by a property" in html
+    # The property is shown under the statement, and the fact citation links to its index row.
+    assert '<details class="pkeyspec-property"><summary>Property test_key0_can_be_freed' in html
+    assert 'href="#fact-sys-key0-preallocated"' in html and 'id="fact-sys-key0-preallocated"' in html
 
 
-@pytest.mark.sphinx("html", testroot="guarantee-unchecked", freshenv=True)
-def test_guarantee_without_a_check_is_a_warning(app):
+# The false guarantees a sceptical reviewer wrote: each one must fail the strict build.
+FALSE_GUARANTEES = {
+    "false-one-plus-one": "guarantee SYS-FREE-KEY0 is stated but no property proves it",
+    "guarantee-no-output": "guarantee SYS-FREE-KEY0: a doctest inside it states no expected output",
+    "guarantee-unrelated": "guarantee SYS-FREE-KEY0 is stated but no property proves it",
+    "guarantee-twice": "guarantee SYS-FREE-KEY0 is stated 2 times",
+    "guarantee-race-only": "guarantee SYS-SERIALIZED is stated but no property proves it",
+    "guarantee-not-modelled": "guarantee ARM64-KEYS is stated, but the catalogue says it is "
+                              "not modelled: arm64 POE is not in the model",
+}
+
+
+@pytest.mark.parametrize("root", sorted(FALSE_GUARANTEES))
+def test_false_guarantee_fails_the_build(make_app, rootdir, tmp_path, root):
+    """A false guarantee "checked" by 1 + 1, a doctest with no expected output, an unrelated
+    doctest beside the fact, an ID stated twice, a guarantee whose ID only a race lists, and a
+    fact the catalogue marks as not modelled: each is a warning (so -W fails the build)."""
+    import shutil
+    src = tmp_path / root
+    shutil.copytree(rootdir / f"test-{root}", src)
+    app = make_app("html", srcdir=src, freshenv=True)
     app.build()
-    assert "guarantee SYS-FREE-KEY0 is stated but nothing checks it" in warnings_of(app)
+    assert FALSE_GUARANTEES[root] in warnings_of(app)
 
 
 @pytest.mark.sphinx("html", testroot="fact-unknown", freshenv=True)

@@ -5,6 +5,7 @@ An ID that is not in ``docs/_data/facts.tsv`` is a warning, so the strict
 build fails on a typo or on a citation of a fact nobody catalogued.
 """
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,9 +21,38 @@ def load_fact_ids(path: Path) -> dict[str, str]:
     facts = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.startswith("#"):
-            fact_id, kind = line.split("\t", 1)
+            fact_id, kind = line.split("\t")[:2]
             facts[fact_id] = kind
     return facts
+
+
+@dataclass(frozen=True)
+class Fact:
+    """A line of the catalogue: ID, kind, whether the model runs it, statement, source."""
+    id: str
+    kind: str
+    model: str = "modelled"
+    statement: str = ""
+    source: str = ""
+
+    @property
+    def modelled(self) -> bool:
+        return self.model.startswith("modelled")
+
+
+@lru_cache(maxsize=None)
+def load_catalogue(path: Path) -> dict[str, Fact]:
+    """ID -> :class:`Fact`; lines with fewer columns leave the rest at their defaults."""
+    facts = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            fields = line.split("\t")
+            facts[fields[0]] = Fact(*fields[:5])
+    return facts
+
+
+def catalogue_of(env) -> dict[str, Fact]:
+    return load_catalogue(Path(env.srcdir) / env.config.pkeyspec_facts_file)
 
 
 def fact_role(name, rawtext, text, lineno, inliner, options=None, content=()):

@@ -9,3 +9,4 @@ pkeyspec_facts_file = str(Path(pkeyspec.__file__).resolve().parents[1] / "docs" 
 # A scenario and one kernel's observation of it, beside this root.
 pkeyspec_conformance_dir = "conformance"
 pkeyspec_conformance_page = "index"
+pkeyspec_properties_dir = "properties"

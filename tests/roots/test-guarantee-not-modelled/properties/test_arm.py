@@ -1,0 +1,6 @@
+from tests.properties import proves
+
+
+@proves("ARM64-KEYS")
+def test_eight():
+    assert 8 == 8
