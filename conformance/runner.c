@@ -107,6 +107,9 @@ struct handler {
 	int do_exit, exit_code;
 	int clear_xbv;
 	int calls;
+	int rec_ss_flags;            /* ss_flags: record sigaltstack's old ss_flags */
+	int do_sigaltstack;          /* sigaltstack=FLAGS: call sigaltstack({0, 0, FLAGS}) */
+	uint32_t sigaltstack_flags;
 };
 struct shared {
 	int nvars;
@@ -281,6 +284,7 @@ static const struct cnst consts[] = {
 	{"SIGILL", 4}, {"SIGUSR1", 10}, {"SIGSEGV", 11}, {"SIGUSR2", 12},
 	{"SA_ONSTACK", 0x08000000}, {"SA_NODEFER", 0x40000000}, {"SA_RESETHAND", (int64_t)0x80000000},
 	{"SS_DISABLE", 2},
+	{"SS_ONSTACK", 1}, {"SS_AUTODISARM", (int64_t)0x80000000},
 	{NULL, 0},
 };
 
@@ -510,12 +514,28 @@ __attribute__((used)) void c_handler(int sig, siginfo_t *si, void *ucv)
 		if (h->frame_op == 3) *p = h->frame_arg;
 	}
 	if (h->clear_xbv) *(uint64_t *)(fp + XSAVE_XSTATE_BV_OFFSET) &= ~(1ULL << 9);
+	if (h->rec_ss_flags) {
+		stack_t old;
+		memset(&old, 0, sizeof old);
+		syscall(SYS_sigaltstack, NULL, &old);
+		hrecord(h, "ss_flags", "0x%x", (unsigned)old.ss_flags);
+	}
+	if (h->do_sigaltstack) {
+		stack_t ss = {NULL, (int)h->sigaltstack_flags, 0};
+		errno = 0;
+		long r = syscall(SYS_sigaltstack, &ss, NULL);
+		if (r == -1)
+			hrecord(h, "sigaltstack", "%s", errname(errno));
+		else
+			hrecord(h, "sigaltstack", "%ld", r);
+	}
 	if (h->do_wrpkru) wrpkru(h->wrpkru_val);
 	if (h->do_exit) syscall(SYS_exit_group, h->exit_code);
 }
 
 /* handler NAME opt...: pkru si_code si_pkey err frame xstate_bv9 addr=VAR
- * clear_xstate_bv9 asm=PKRU frame_set=BITS frame_clear=BITS frame=VALUE wrpkru=VALUE exit=N */
+ * clear_xstate_bv9 asm=PKRU frame_set=BITS frame_clear=BITS frame=VALUE wrpkru=VALUE exit=N
+ * ss_flags sigaltstack=FLAGS */
 static void op_handler(const struct op *o)
 {
 	if (o->ntok < 1) fail("%s:%d: handler needs a name", o->file, o->line);
@@ -546,6 +566,11 @@ static void op_handler(const struct op *o)
 		else if (KEY("frame") && v) { h->frame_op = 3; h->frame_arg = (uint32_t)eval(o, v); }
 		else if (KEY("wrpkru") && v) { h->do_wrpkru = 1; h->wrpkru_val = (uint32_t)eval(o, v); }
 		else if (KEY("exit") && v) { h->do_exit = 1; h->exit_code = (int)eval(o, v); }
+		else if (KEY("ss_flags")) h->rec_ss_flags = 1;
+		else if (KEY("sigaltstack") && v) {
+			h->do_sigaltstack = 1;
+			h->sigaltstack_flags = (uint32_t)eval(o, v);
+		}
 		else fail("%s:%d: unknown handler option %s", o->file, o->line, t);
 #undef KEY
 	}
@@ -692,6 +717,35 @@ static void touch_stack_with_pkru(uint32_t v)
 		     :
 		     : "r"(v), "r"(old)
 		     : "rax", "rcx", "rdx", "memory");
+}
+
+/* WRPKRU(v), tgkill(pid, tid, sig), WRPKRU(old): nothing touches memory between the two
+ * WRPKRUs, so the signal is delivered (on the way out of tgkill) to a thread whose PKRU is v.
+ * Returns the raw system call result (-errno on failure). */
+static long raise_with_pkru(uint32_t v, long sig)
+{
+	uint32_t old = rdpkru();
+	long pid = getpid(), tid = syscall(SYS_gettid), ret;
+	asm volatile("mov %[v], %%eax\n\t"
+		     "xor %%ecx, %%ecx\n\t"
+		     "xor %%edx, %%edx\n\t"
+		     ".byte 0x0f,0x01,0xef\n\t"
+		     "mov %[nr], %%eax\n\t"
+		     "mov %[pid], %%rdi\n\t"
+		     "mov %[tid], %%rsi\n\t"
+		     "mov %[sig], %%rdx\n\t"
+		     "syscall\n\t"
+		     "mov %%rax, %%r8\n\t"
+		     "mov %[old], %%eax\n\t"
+		     "xor %%ecx, %%ecx\n\t"
+		     "xor %%edx, %%edx\n\t"
+		     ".byte 0x0f,0x01,0xef\n\t"
+		     "mov %%r8, %[ret]\n\t"
+		     : [ret] "=&r"(ret)
+		     : [v] "r"(v), [old] "r"(old), [nr] "i"(SYS_tgkill), [pid] "r"(pid),
+		       [tid] "r"(tid), [sig] "r"(sig)
+		     : "rax", "rcx", "rdx", "rdi", "rsi", "r8", "r11", "memory");
+	return ret;
 }
 
 static void do_exec(int next_op)
@@ -909,6 +963,19 @@ static void exec_op(int i, int self)
 		stack_t ss = {(void *)arg(o, 0), (int)arg_or(o, 2, 0), (size_t)arg(o, 1)};
 		SYS(SYS_sigaltstack, &ss, NULL);
 		res_int(o, r, e);
+	} else if (!strcmp(op, "sigaltstack_flags")) {
+		/* sigaltstack_flags: the ss_flags sigaltstack(NULL, &old) reports */
+		stack_t old;
+		memset(&old, 0, sizeof old);
+		SYS(SYS_sigaltstack, NULL, &old);
+		if (r == -1)
+			res_str(o, errname(e));
+		else
+			res_hex(o, (uint32_t)old.ss_flags);
+	} else if (!strcmp(op, "raise_with_pkru")) {
+		/* raise_with_pkru PKRU SIG: WRPKRU(PKRU), tgkill(self, SIG), WRPKRU(old) */
+		r = raise_with_pkru((uint32_t)arg(o, 0), arg(o, 1));
+		res_int(o, r < 0 ? -1 : r, r < 0 ? (int)-r : 0);
 	} else if (!strcmp(op, "raise")) {
 		/* tgkill to the calling thread */
 		SYS(SYS_tgkill, getpid(), syscall(SYS_gettid), arg(o, 0));

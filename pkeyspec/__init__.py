@@ -12,8 +12,8 @@ from .hardware import (
 )
 from . import glibc, rfc
 from .signals import (
-    SA_NODEFER, SA_ONSTACK, SA_RESETHAND, SA_SIGINFO, SIG_DFL, SIG_IGN, SS_DISABLE, Exited, Killed,
-    Livelock, Siginfo, SignalContext,
+    SA_NODEFER, SA_ONSTACK, SA_RESETHAND, SA_SIGINFO, SIG_DFL, SIG_IGN, SS_AUTODISARM, SS_DISABLE,
+    SS_ONSTACK, Exited, Killed, Livelock, Siginfo, SignalContext,
 )
 from .uaccess import PTRACE_PEEKDATA, PTRACE_POKEDATA
 from .system import System
@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "System", "Process", "Thread", "Siginfo", "Killed", "Exited", "Livelock", "SignalContext",
     "glibc", "rfc", "SA_NODEFER", "SA_ONSTACK", "SA_RESETHAND", "SA_SIGINFO", "SIG_DFL", "SIG_IGN",
-    "SS_DISABLE", "PTRACE_PEEKDATA", "PTRACE_POKEDATA",
+    "SS_DISABLE", "SS_ONSTACK", "SS_AUTODISARM", "PTRACE_PEEKDATA", "PTRACE_POKEDATA",
     "INIT_PKRU_VALUE", "PKRU_HW_INIT", "NR_PKEYS", "PKRU_AD_BIT", "PKRU_WD_BIT",
     "X86_PF_PROT", "X86_PF_WRITE", "X86_PF_USER", "X86_PF_INSTR", "X86_PF_PK",
     "pkru_rights", "pkru_with_rights", "decode_pkru", "decode_pf_error", "PAGE_SIZE",

@@ -56,7 +56,7 @@ CONSTANTS = {
     "PAGE": 4096,
     "SIGILL": 4, "SIGUSR1": 10, "SIGSEGV": 11, "SIGUSR2": 12,
     "SA_ONSTACK": 0x08000000, "SA_NODEFER": 0x40000000, "SA_RESETHAND": 0x80000000,
-    "SS_DISABLE": 2,
+    "SS_DISABLE": 2, "SS_ONSTACK": 1, "SS_AUTODISARM": 0x80000000,
 }
 
 #: Operation -> (minimum, maximum) number of arguments; the runner knows the same set.
@@ -73,6 +73,7 @@ OPS = {
     "open_proc_mem": (0, 1), "pread": (4, 4), "pwrite": (4, 4),
     "process_vm_readv": (4, 4), "process_vm_writev": (4, 4),
     "handler": (1, 12), "sigaction": (2, 3), "sigaltstack": (2, 3), "raise": (1, 1),
+    "sigaltstack_flags": (0, 0), "raise_with_pkru": (2, 2),
     "thread": (0, 0), "fork": (0, 0), "wait": (1, 1), "execve": (0, 0), "exit": (1, 1),
     "debugfs_read": (0, 0), "debugfs_write": (1, 1),
 }
@@ -80,8 +81,9 @@ OPS = {
 WORD_ARG = {"smaps_pkey_of": ("stack", "text"), "cpuinfo_has": ("pku", "ospke"),
             "cpuid": ("pku", "ospke")}
 NEED_NAME = {"thread", "fork", "pipe"}
-HANDLER_FLAGS = {"pkru", "si_code", "si_pkey", "err", "frame_pkru", "xstate_bv9", "clear_xstate_bv9"}
-HANDLER_VALUES = {"addr", "asm", "frame_set", "frame_clear", "frame", "wrpkru", "exit"}
+HANDLER_FLAGS = {"pkru", "si_code", "si_pkey", "err", "frame_pkru", "xstate_bv9", "clear_xstate_bv9",
+                 "ss_flags"}
+HANDLER_VALUES = {"addr", "asm", "frame_set", "frame_clear", "frame", "wrpkru", "exit", "sigaltstack"}
 RET42 = bytes((0xB8, 0x2A, 0x00, 0x00, 0x00, 0xC3))
 MAX_TOKENS = 12
 
@@ -501,6 +503,15 @@ class ModelRun:
                                                  touches_stack="asm" not in spec.values), kind="zero")
         elif op == "sigaltstack":
             self.call(o, t.sigaltstack, *a)
+        elif op == "sigaltstack_flags":
+            self.out(o, t.get_sigaltstack()[2], "hex")
+        elif op == "raise_with_pkru":
+            # WRPKRU(v), tgkill to itself, WRPKRU(old): no memory access in between.
+            old = self.check_end(t.rdpkru())
+            self.check_end(t.wrpkru(a[0]))
+            self.check_end(t.raise_signal(a[1]))
+            self.check_end(t.wrpkru(old))
+            self.out(o, 0)
         elif op == "raise":
             self.check_end(t.raise_signal(a[0]))
             self.out(o, 0)
@@ -605,6 +616,13 @@ class ModelRun:
                 if isinstance(v, _ENDS) or isinstance(
                         t.store(ctx.xstate_bv_address, v & ~(1 << 9), 8), _ENDS):
                     return
+            if "ss_flags" in h.flags:
+                rec(f"{h.name}.ss_flags", f"{t.get_sigaltstack()[2]:#x}")
+            if "sigaltstack" in h.values:
+                try:
+                    rec(f"{h.name}.sigaltstack", str(t.sigaltstack(0, 0, h.values["sigaltstack"])))
+                except OSError as e:
+                    rec(f"{h.name}.sigaltstack", _errname(e.errno))
             if "wrpkru" in h.values:
                 if isinstance(t.wrpkru(h.values["wrpkru"]), _ENDS):
                     return
@@ -651,8 +669,30 @@ class Observation:
 
     @property
     def model_kernel(self) -> str:
-        """``"6.1"``, ``"6.12"``, ``"7.2"``: the first two numbers of ``uname -r``."""
-        return ".".join(self.meta["kernel"].split(".")[:2])
+        """The stable release the kernel was built from, for :class:`~pkeyspec.system.System`.
+
+        Debian's ``uname -r`` names only the ABI (``6.1.0-57-amd64``), so the
+        release comes from the package version: ``"6.1.192-2"`` -> ``"6.1.192"``,
+        ``"6.12.117-1~deb12u1"`` -> ``"6.12.117"``, ``"7.2.13-1"`` -> ``"7.2.13"``.
+
+        >>> Observation(Path("x"), {"kernel": "6.1.0-57-amd64", "package_version": "6.1.192-3"},
+        ...             {}).model_kernel
+        '6.1.192'
+        """
+        return kernel_release(self.meta["package_version"])
+
+
+def kernel_release(package_version: str) -> str:
+    """``"6.12.117-1~deb12u1"`` -> ``"6.12.117"``: the upstream part of a Debian kernel version.
+
+    >>> kernel_release("6.12.117-1~deb12u1"), kernel_release("7.2.13-1")
+    ('6.12.117', '7.2.13')
+    """
+    import re
+    m = re.match(r"(\d+\.\d+(?:\.\d+)?)", package_version.split(":")[-1])
+    if m is None:
+        raise ValueError(f"not a Debian kernel version: {package_version!r}")
+    return m.group(1)
 
 
 def load_observation(path: str | os.PathLike) -> Observation:

@@ -17,6 +17,7 @@ from .uapi import EINVAL, ENOSPC, PKEY_ACCESS_MASK, PKEY_DISABLE_ACCESS, PKEY_DI
 
 if TYPE_CHECKING:
     from .mm import Mm
+    from .system import System
     from .tasks import Thread
 
 #: ``ARCH_DEFAULT_PKEY``: the key of every mapping nobody re-keyed.
@@ -41,16 +42,36 @@ def mm_pkey_is_allocated(mm: Mm, pkey: int) -> bool:
     return bool(mm.pkey_allocation_map & (1 << pkey))
 
 
-def mm_pkey_alloc(mm: Mm) -> int:
+#: ``x86/pkeys: Fix pkey_alloc() return value when pkeys are not supported`` (dee87e09b0dd):
+#: mainline from 7.3-rc1, and the stable releases that carry it. Series not listed here
+#: are modelled without it (nothing we can reach says they have it).
+PKEY_ALLOC_ENABLED_CHECK = {(6, 1): 188, (6, 12): 110, (7, 2): 13}
+PKEY_ALLOC_ENABLED_CHECK_MAINLINE = (7, 3)
+
+
+def mm_pkey_alloc_checks_enabled(system: System) -> bool:
+    """Does this kernel's ``mm_pkey_alloc`` start with ``if (!arch_pkeys_enabled()) return -1;``?
+
+    Mainline from 7.3 (the fix was merged for 7.3-rc1, after 7.2 was released), and the
+    stable releases 6.1.188, 6.12.110 and 7.2.13 on (the Debian changelogs name the first
+    two; 7.2.13 is the first 7.2 release whose source we read with the check, and the
+    one observed). A bare series (``"6.12"``) counts as its newest release.
+    """
+    if system.kernel >= PKEY_ALLOC_ENABLED_CHECK_MAINLINE:
+        return True
+    first = PKEY_ALLOC_ENABLED_CHECK.get(system.kernel)
+    return first is not None and system.kernel_at_least(*system.kernel, first)
+
+
+def mm_pkey_alloc(mm: Mm, checks_enabled: bool = True) -> int:
     """The lowest free key (``ffz``), marked allocated; -1 when none is free.
 
-    Without OSPKE it returns -1 at once: Linux 7.2.13 on a CPU without PKU
-    answers the very first ``pkey_alloc(0, 0)`` of a freshly exec'd process
-    with ENOSPC (observed by the conformance harness). The x86 source we
-    read has no such check and would take key 0 from the zeroed map, fail in
-    ``arch_set_user_pkey_access`` and return EINVAL once; the kernel wins.
+    ``checks_enabled``: the kernel has the fix that returns -1 at once when
+    pkeys are disabled (:func:`mm_pkey_alloc_checks_enabled`). Without it, on
+    a CPU without PKU, the zeroed map of a fresh process is not "full" for a
+    one-key CPU: key 0 is taken and marked (SYS-X86-DISABLED).
     """
-    if not mm.ospke:
+    if checks_enabled and not mm.ospke:
         return -1
     all_pkeys_mask = (1 << arch_max_pkey(mm)) - 1
     if mm.pkey_allocation_map & all_pkeys_mask == all_pkeys_mask:
@@ -98,7 +119,9 @@ def sys_pkey_alloc(thread: Thread, flags: int, init_val: int) -> int:
 
     flags != 0 -> EINVAL; unknown rights bits -> EINVAL; (mmap lock) no free
     key -> ENOSPC; then the rights land in the caller's PKRU
-    (SYS-ALLOC-CHECK-ORDER).
+    (SYS-ALLOC-CHECK-ORDER). If that fails (no OSPKE, on a kernel without
+    the fix), the rollback ``mm_pkey_free`` refuses key 0 while it equals
+    the zeroed ``execute_only_pkey``, so the bit stays set.
     """
     flags = cabi.ulong(flags)
     init_val = cabi.ulong(init_val)
@@ -107,7 +130,7 @@ def sys_pkey_alloc(thread: Thread, flags: int, init_val: int) -> int:
     if init_val & ~PKEY_ACCESS_MASK:
         return -EINVAL
     mm = thread.process.mm
-    pkey = mm_pkey_alloc(mm)
+    pkey = mm_pkey_alloc(mm, mm_pkey_alloc_checks_enabled(thread.system))
     if pkey == -1:
         return -ENOSPC
     ret = arch_set_user_pkey_access(thread, pkey, init_val)

@@ -226,8 +226,39 @@ def send_signal(thread: Thread, signo: int, code: int = SI_TKILL):
     return deliver(thread, Siginfo(signo, code), None, action)
 
 
+def force_sigsegv(thread: Thread, sig: int) -> None:
+    """``force_sigsegv(sig)``: the kernel could not deliver ``sig``; queue a SIGSEGV (SI_KERNEL).
+
+    If ``sig`` is itself SIGSEGV, the SIGSEGV is made fatal (``force_fatal_sig``:
+    its action becomes SIG_DFL). Otherwise it is an ordinary forced signal
+    (``force_sig``): only a blocked or ignored SIGSEGV is reset to SIG_DFL and
+    unblocked, so a SIGSEGV handler still runs. Either way it is pending until
+    the thread next goes back to user space with SIGSEGV unblocked.
+    """
+    proc = thread.process
+    action = proc.sigactions.get(SIGSEGV, Sigaction())
+    if sig == SIGSEGV or SIGSEGV in thread.blocked or action.handler == SIG_IGN:
+        proc.sigactions[SIGSEGV] = Sigaction()
+        thread.blocked.discard(SIGSEGV)
+    thread.forced = Siginfo(SIGSEGV, SI_KERNEL, 0)
+
+
+def deliver_forced(thread: Thread):
+    """Deliver a pending forced SIGSEGV if SIGSEGV is not blocked; the end, or None."""
+    if thread.forced is None or SIGSEGV in thread.blocked or thread.process.end is not None:
+        return None
+    info, thread.forced = thread.forced, None
+    return deliver(thread, info, None, thread.process.sigactions.get(SIGSEGV, Sigaction()))
+
+
 def deliver(thread: Thread, info: Siginfo, err: int | None, action: Sigaction):
-    """``handle_signal``: default action, or frame + handler + sigreturn."""
+    """``handle_signal``: default action, or frame + handler + sigreturn.
+
+    A SIGSEGV that the kernel forces while it delivers (the rseq update or the
+    frame write failed: :func:`force_sigsegv`) is delivered before the
+    handler runs when SIGSEGV is not blocked then, else when sigreturn
+    unblocks it.
+    """
     if action.handler == SIG_DFL:
         return _end_by(thread, info, err)
     from .uaccess import copy_to_user_with_pkru
@@ -246,7 +277,8 @@ def deliver(thread: Thread, info: Siginfo, err: int | None, action: Sigaction):
     system.note("interrupted", thread.pkru)
     system.note("kernel writes frame", write_pkru)
     # setup_rt_frame starts with rseq_signal_deliver, under the interrupted PKRU.
-    fatal = rseq_signal_deliver(thread)
+    if rseq_signal_deliver(thread):
+        force_sigsegv(thread, info.si_signo)
     image = bytearray(top - frame)
     xstate_bv = 1 << XFEATURE_PKRU
     # XSAVE records PKRU as "in use" unless the CPU's init tracker says it is in its init
@@ -261,9 +293,13 @@ def deliver(thread: Thread, info: Siginfo, err: int | None, action: Sigaction):
     image[bv_at:bv_at + 8] = xstate_bv.to_bytes(8, "little")
     image[pkru_at:pkru_at + 4] = thread.pkru.to_bytes(4, "little")
     if copy_to_user_with_pkru(thread, frame, bytes(image), write_pkru) < 0:
-        # force_sigsegv: the frame cannot be written; SIGSEGV with SI_KERNEL ends the process.
-        return _end_by(thread, Siginfo(SIGSEGV, SI_KERNEL, 0), None)
-    saved = (thread.sp, set(thread.blocked))
+        # signal_setup_done(failed): force_sigsegv, delivered at once (PKRU and stack unchanged).
+        force_sigsegv(thread, info.si_signo)
+        return deliver_forced(thread)
+    # The frame's uc_stack keeps the alternate stack (save_altstack); SS_AUTODISARM disarms it.
+    saved = (thread.sp, set(thread.blocked), thread.altstack, thread.altstack_flags)
+    if thread.altstack_flags & SS_AUTODISARM:
+        thread.altstack, thread.altstack_flags = None, SS_DISABLE
     # The handler runs with the global init_pkru (SIG-X86-HANDLER-RIGHTS, SIG-HANDLER-RIGHTS-GLOBAL).
     thread.pkru = system.init_pkru_value
     system.note("handler starts", thread.pkru)
@@ -272,6 +308,10 @@ def deliver(thread: Thread, info: Siginfo, err: int | None, action: Sigaction):
         thread.blocked.add(info.si_signo)
     if action.flags & SA_RESETHAND:
         proc.sigactions[info.si_signo] = Sigaction()
+    # Back on the way to user space: a pending forced SIGSEGV comes first, its frame on top.
+    end = deliver_forced(thread)
+    if end is not None or proc.end is not None:
+        return proc.end
     thread.handler_depth += 1
     execs = proc.execs
     try:
@@ -287,10 +327,6 @@ def deliver(thread: Thread, info: Siginfo, err: int | None, action: Sigaction):
             return proc.end
         if proc.execs != execs or thread not in proc.threads:
             return None             # the handler called execve: it never returns
-        if fatal:
-            # force_sigsegv(SIGSEGV) from the rseq update was queued as a fatal signal:
-            # it ends the process as soon as the handler returns.
-            return _end_by(thread, Siginfo(SIGSEGV, SI_KERNEL, 0), None)
         return sigreturn(thread, fpstate, saved)
     finally:
         thread.handler_depth -= 1
@@ -302,19 +338,23 @@ RSEQ_SIZE = 32
 
 
 def rseq_signal_deliver(thread: Thread) -> bool:
-    """The rseq update at signal delivery; True when it failed (a fatal SIGSEGV follows).
+    """The rseq update at signal delivery; True when it failed (:func:`force_sigsegv` follows).
 
     glibc (2.35 and later) registers a ``struct rseq`` for every thread, in
     its thread control block, which sits in key-0 memory. Delivering a signal
     makes the kernel read ``rseq_cs`` there, and before Linux 6.19 also write
     the CPU number, with the interrupted thread's PKRU. If that PKRU denies
-    key 0, the access fails and the kernel calls ``force_sigsegv``: the
-    handler still runs (the frame is written with every key open since
-    6.12), but the process dies when it returns. Observed by the
-    conformance harness: with key 0 write-disabled this happens on 6.12 and
-    not on 7.2; with key 0 access-disabled on both. The selftests avoid rseq
-    for this reason (SIG-SELFTESTS-612). The version where the write moved
-    (the 6.19 rseq rework) is our reading; 6.12 and 7.2 are what was run.
+    key 0, the access fails and the kernel calls ``force_sigsegv``. When the
+    signal being delivered is a SIGSEGV, its handler still runs (the frame
+    is written with every key open since 6.12) and the process dies when it
+    returns; any other signal, such as a SIGUSR1 from ``tgkill``, is
+    overtaken by the forced SIGSEGV, which is not blocked: with no SIGSEGV
+    handler the process dies before the first handler runs. Observed by the
+    conformance harness: with key 0 write-disabled this happens on 6.1 and
+    6.12 and not on 7.2; with key 0 access-disabled on all three. The
+    selftests avoid rseq for this reason (SIG-SELFTESTS-612). The version
+    where the write moved (the 6.19 rseq rework) is our reading; 6.12 and 7.2
+    are what was run.
     """
     if thread.rseq is None:
         return False
@@ -329,11 +369,14 @@ def rseq_signal_deliver(thread: Thread) -> bool:
 
 
 def sigreturn(thread: Thread, fpstate: int, saved):
-    """``rt_sigreturn``: read the frame under the current PKRU, restore PKRU and the mask.
+    """``rt_sigreturn``: read the frame under the current PKRU, restore PKRU, the mask and the
+    alternate stack.
 
     PKRU comes back from the frame's XSAVE image; if XSTATE_BV bit 9 is
     clear, XRSTOR loads the hardware init value 0 (INIT-PKRU-VS-HW-INIT,
-    SEC-SIGRETURN).
+    SEC-SIGRETURN). The alternate stack saved in the frame is set again
+    (``restore_altstack``, which ignores sigaltstack's errors), undoing a
+    change the handler made.
     """
     from .uaccess import copy_from_user
     image = copy_from_user(thread, fpstate, XSAVE_SIZE)
@@ -344,10 +387,20 @@ def sigreturn(thread: Thread, fpstate: int, saved):
     thread.system.note("handler returns", thread.pkru)
     thread.pkru = pkru if xstate_bv & (1 << XFEATURE_PKRU) else PKRU_HW_INIT
     thread.system.note("after sigreturn", thread.pkru)
-    thread.sp, thread.blocked = saved
+    thread.sp, thread.blocked, altstack, altstack_flags = saved
+    restore_altstack(thread, altstack, altstack_flags)
+    end = deliver_forced(thread)
+    if end is not None:
+        return end
     while thread.pending and thread.process.end is None:
         signo = thread.pending.pop(0)
         end = send_signal(thread, signo)
         if end is not None:
             return end
-    return None
+    return thread.process.end
+
+
+def restore_altstack(thread: Thread, altstack: tuple[int, int] | None, flags: int) -> None:
+    """``restore_altstack``: sigaltstack with the values saved in the frame; errors are ignored."""
+    sp, size = altstack or (0, 0)
+    thread.do_sigaltstack(sp, size, flags)

@@ -174,7 +174,8 @@ class System:
                     f.pipe.readers += 1
         self.processes[pid] = proc
         thread = Thread(proc, pid, parent.pkru, sp=parent.sp, altstack=parent.altstack,
-                        rseq=parent.rseq, blocked=set(parent.blocked))
+                        altstack_flags=parent.altstack_flags, rseq=parent.rseq,
+                        blocked=set(parent.blocked))
         proc.threads.append(thread)
         return thread
 
@@ -184,6 +185,7 @@ class System:
         proc.threads[:] = [thread]
         thread.tid = proc.pid              # de_thread: the exec'ing thread becomes the leader
         thread.pkru = self.init_pkru_value
+        # begin_new_exec clears sas_ss_sp and sas_ss_size only: sas_ss_flags stay.
         thread.sp, thread.altstack, thread.rseq = initial_sp(proc.mm), None, RSEQ_AREA
         proc.execs += 1
         # Handlers do not survive exec; ignored signals stay ignored.
@@ -242,7 +244,8 @@ class System:
             memo[id(proc)] = proc2
             for t in proc.threads:
                 t2 = Thread(proc2, t.tid, t.pkru, sp=t.sp, altstack=t.altstack,
-                            blocked=set(t.blocked), pending=list(t.pending),
+                            altstack_flags=t.altstack_flags, blocked=set(t.blocked),
+                            pending=list(t.pending), forced=t.forced,
                             handler_depth=t.handler_depth, rseq=t.rseq)
                 memo[id(t)] = t2
                 proc2.threads.append(t2)
@@ -258,8 +261,9 @@ class System:
                           tuple((v.start, v.end, v.flags, v.pkey, v.name, v.anon_vma, v.shmem)
                                 for v in mm.vmas),
                           tuple(sorted(mm.ptes.items())), tuple(sorted(mm.memory.items())),
-                          tuple((t.tid, t.pkru, t.sp, t.altstack, tuple(sorted(t.blocked)),
-                                 tuple(t.pending), t.rseq) for t in p.threads),
+                          tuple((t.tid, t.pkru, t.sp, t.altstack, t.altstack_flags,
+                                 tuple(sorted(t.blocked)), tuple(t.pending), t.forced, t.rseq)
+                                for t in p.threads),
                           tuple(sorted((s, repr(a)) for s, a in p.sigactions.items())),
                           tuple(sorted((fd, repr(f)) for fd, f in p.fds.items()))))
         shm = tuple((k, tuple(sorted(v.items()))) for k, v in sorted(self.shmem.items()))

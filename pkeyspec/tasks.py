@@ -26,6 +26,19 @@ if TYPE_CHECKING:
     from .system import System
 
 
+def sigaltstack_size_valid(thread: Thread, ss_size: int) -> bool:
+    """x86's ``sigaltstack_size_valid``: True on the systems the model describes.
+
+    It compares the size with the largest signal frame (the AT_MINSIGSTKSZ of
+    the auxiliary vector) only when the kernel was booted with
+    ``strict_sas_size`` (or built with CONFIG_STRICT_SIGALTSTACK_SIZE), or when
+    the process has asked for a dynamically enabled XSAVE feature (AMX) with
+    ``arch_prctl(ARCH_REQ_XCOMP_PERM)``. The model has neither, so only
+    MINSIGSTKSZ limits the size.
+    """
+    return True
+
+
 def _valid_signal(signum: int) -> int:
     """Signal numbers 0..64 (0: only a check); anything else is EINVAL (``valid_signal``)."""
     signum = cabi.int32(signum)
@@ -93,17 +106,30 @@ class Thread:
     pkru: int
     #: The stack pointer: where a signal frame goes when no alternate stack is used.
     sp: int = 0
-    #: ``sigaltstack``: (ss_sp, ss_size), or None.
+    #: ``sigaltstack``: (ss_sp, ss_size), or None (``sas_ss_sp``, ``sas_ss_size``).
     altstack: tuple[int, int] | None = None
+    #: The ``ss_flags`` last accepted by sigaltstack (``sas_ss_flags``; SS_DISABLE at first).
+    altstack_flags: int = SS_DISABLE
     blocked: set[int] = field(default_factory=set)
     pending: list[int] = field(default_factory=list)
+    #: A SIGSEGV forced by the kernel (``force_sigsegv``) and not yet delivered.
+    forced: signals.Siginfo | None = None
     handler_depth: int = 0
     #: The thread's registered ``struct rseq`` (glibc registers one per thread), or None.
     rseq: int | None = None
 
     def on_altstack(self) -> bool:
+        """``on_sig_stack(sp)``: never with SS_AUTODISARM, else the stack pointer is inside it."""
+        if self.altstack_flags & SS_AUTODISARM:
+            return False
         return self.altstack is not None and \
             self.altstack[0] < self.sp <= self.altstack[0] + self.altstack[1]
+
+    def sas_ss_flags(self) -> int:
+        """``sas_ss_flags(sp)``: SS_DISABLE without an alternate stack, SS_ONSTACK on it, else 0."""
+        if self.altstack is None:
+            return SS_DISABLE
+        return SS_ONSTACK if self.on_altstack() else 0
 
     @property
     def system(self) -> System:
@@ -248,21 +274,44 @@ class Thread:
         return old
 
     def sigaltstack(self, ss_sp: int, ss_size: int, ss_flags: int = 0) -> int:
-        """``sigaltstack(2)``: set this thread's alternate signal stack (or SS_DISABLE it)."""
+        """``sigaltstack(2)``: set this thread's alternate signal stack (or SS_DISABLE it).
+
+        The checks in Linux's order (``do_sigaltstack``): EPERM while the thread
+        runs on its alternate stack; EINVAL unless the mode (``ss_flags``
+        without SS_AUTODISARM) is 0, SS_ONSTACK or SS_DISABLE; 0 at once when
+        nothing changes; then, unless disabling, ENOMEM for a size below
+        MINSIGSTKSZ or one x86's ``sigaltstack_size_valid`` refuses.
+        """
         self._enter()
-        ss_sp, ss_size, ss_flags = cabi.ulong(ss_sp), cabi.ulong(ss_size), cabi.int32(ss_flags)
+        return _syscall(self.do_sigaltstack(ss_sp, ss_size, ss_flags))
+
+    def do_sigaltstack(self, ss_sp: int, ss_size: int, ss_flags: int) -> int:
+        """The kernel's ``do_sigaltstack`` for this thread at its stack pointer: 0 or -errno."""
+        ss_sp, ss_size = cabi.ulong(ss_sp), cabi.ulong(ss_size)
+        ss_flags = cabi.int32(ss_flags) & 0xFFFFFFFF          # unsigned ss_flags
         if self.on_altstack():
-            raise OSError(EPERM, os.strerror(EPERM))
-        ss_mode = (ss_flags & 0xFFFFFFFF) & ~SS_AUTODISARM
+            return -EPERM
+        ss_mode = ss_flags & ~SS_AUTODISARM
         if ss_mode not in (0, SS_ONSTACK, SS_DISABLE):
-            raise OSError(EINVAL, os.strerror(EINVAL))
-        if ss_mode == SS_DISABLE:
-            self.altstack = None
+            return -EINVAL
+        if (ss_sp, ss_size, ss_flags) == (*(self.altstack or (0, 0)), self.altstack_flags):
             return 0
-        if ss_size < MINSIGSTKSZ:
-            raise OSError(ENOMEM, os.strerror(ENOMEM))
-        self.altstack = (ss_sp, ss_size)
+        if ss_mode == SS_DISABLE:
+            self.altstack, self.altstack_flags = None, ss_flags
+            return 0
+        if ss_size < MINSIGSTKSZ or not sigaltstack_size_valid(self, ss_size):
+            return -ENOMEM
+        self.altstack, self.altstack_flags = (ss_sp, ss_size), ss_flags
         return 0
+
+    def get_sigaltstack(self) -> tuple[int, int, int]:
+        """``sigaltstack(NULL, &old)``: (ss_sp, ss_size, ss_flags) as the kernel reports them.
+
+        ``ss_flags`` is :meth:`sas_ss_flags` plus SS_AUTODISARM when it was set.
+        """
+        self._enter()
+        sp, size = self.altstack or (0, 0)
+        return sp, size, self.sas_ss_flags() | (self.altstack_flags & SS_AUTODISARM)
 
     def raise_signal(self, signum: int):
         """``raise(3)``: send ``signum`` to this thread; returns how the process ended, or None."""

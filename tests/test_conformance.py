@@ -10,6 +10,7 @@ The second half tests the scenario parser: malformed input is refused
 with ``file:line``.
 """
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -32,6 +33,54 @@ def _cases():
 def test_there_are_observations():
     assert OBSERVATIONS, "no conformance/observations/*.jsonl: run `make conformance`"
     assert any(not o.meta["pku"] for o in OBSERVATIONS), "no no-PKU control run"
+
+
+def _run_py():
+    spec = importlib.util.spec_from_file_location("conformance_run", ROOT / "conformance" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+RUN = _run_py()
+#: What the README promises: each series with and without PKU, and the pinned pre-fix kernels
+#: without PKU. (series, PKU, pinned package or None)
+PROMISED = [(s["series"], pku, None) for pku in (True, False) for s in RUN.SERIES] + \
+    [(s["series"], False, s["package"]) for s in RUN.PINNED]
+
+
+def _expected_results(obs) -> int:
+    """At least one result per scenario ("end"), and every result the model names."""
+    return sum(len(conf.run_model(sc, obs.model_kernel, obs.meta["pku"]))
+               for sc in SCENARIOS if sc.runs_on(obs.meta["pku"]))
+
+
+@pytest.mark.parametrize(("series", "pku", "package"), PROMISED,
+                         ids=[f"{s}-{'pku' if p else 'nopku'}{'-' + k if k else ''}"
+                              for s, p, k in PROMISED])
+def test_every_promised_kernel_was_observed(series, pku, package):
+    """One observation file per promised (kernel, CPU), with all its results.
+
+    Deleting a file, or committing a truncated one, fails here.
+    """
+    found = [o for o in OBSERVATIONS if o.meta["series"] == series and o.meta["pku"] == pku
+             and (o.meta["package"] == package if package
+                  else not o.meta.get("pinned", False))]
+    what = f"Linux {series} {'with' if pku else 'without'} PKU" + (f" ({package})" if package else "")
+    assert len(found) == 1, f"{what}: {len(found)} observation files, expected 1"
+    obs = found[0]
+    results = sum(len(r) for r in obs.results.values())
+    assert results >= _expected_results(obs), f"{obs.path.name}: only {results} results"
+
+
+def test_pinned_kernels_are_before_the_pkey_alloc_fix():
+    """The pinned kernels are there to observe the first pkey_alloc without PKU before the fix."""
+    from pkeyspec import System, keys
+    for spec in RUN.PINNED:
+        obs = next(o for o in OBSERVATIONS if o.meta["package"] == spec["package"])
+        assert not keys.mm_pkey_alloc_checks_enabled(System(kernel=obs.model_kernel, pku=False))
+        first = obs.results["z_first_call_alloc_without_pku"]["first"]
+        assert first == "EINVAL", (obs.path.name, first)
 
 
 @pytest.mark.parametrize(("obs", "scenario"), list(_cases()))
@@ -60,6 +109,7 @@ def test_observation_metadata():
     for obs in OBSERVATIONS:
         meta = obs.meta
         assert meta["package"].startswith(("linux-image-", "linux-binary-"))
+        assert obs.model_kernel.startswith(meta["series"] + ".")
         assert obs.path.stem == meta["kernel"] + ("" if meta["pku"] else "-nopku")
         assert meta["cpu_pku"] == meta["pku"]
         assert meta["scenarios"] == sum(sc.runs_on(meta["pku"]) for sc in SCENARIOS)

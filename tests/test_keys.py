@@ -437,3 +437,43 @@ def test_alloc_without_pku_leaves_pkru_and_frees_nothing():
             t.pkey_alloc(0, 0)
     assert t.pkru == before
     assert err(t.pkey_free, 0) == errno.EINVAL
+
+
+# --- without PKU, before "x86/pkeys: Fix pkey_alloc() return value when pkeys are not supported"
+
+@pytest.mark.parametrize(("kernel", "fixed"), [
+    ("6.1.187", False), ("6.1.188", True), ("6.1", True),
+    ("6.12.109", False), ("6.12.110", True), ("6.12", True),
+    ("7.2.12", False), ("7.2.13", True), ("7.2", True), ("7.3", True), ("7.3.1", True),
+    ("6.6", False), ("7.1", False), ("5.15", False),
+])
+def test_alloc_enabled_check_boundary(kernel, fixed):
+    """mm_pkey_alloc returns -1 without OSPKE from 7.3 and the stable releases with the fix
+    (6.1.188, 6.12.110, 7.2.13); a bare series counts as its newest release."""
+    from pkeyspec import keys
+    assert keys.mm_pkey_alloc_checks_enabled(System(kernel=kernel, pku=False)) is fixed
+
+
+@pytest.mark.parametrize("kernel", ["6.1.187", "6.12.107"])
+def test_alloc_without_pku_before_the_fix_einval_once_and_leaks_key0(kernel):
+    """Before the fix the first call takes key 0, fails in arch_set_user_pkey_access (EINVAL)
+    and the rollback is refused (key 0 == the zeroed execute_only_pkey): bit 0 stays set,
+    later calls and a forked child's first call give ENOSPC, pkey_free(0) stays EINVAL.
+
+    Observed on 6.1.187 and 6.12.107 without PKU (z_first_call_alloc_without_pku,
+    i_exec_then_first_pkey_alloc, z_failed_alloc_then_fork). Facts: SYS-X86-DISABLED.
+    """
+    t = System(kernel=kernel, pku=False).spawn()
+    assert err(t.pkey_alloc, 0, 0) == errno.EINVAL
+    assert t.process.mm.pkey_allocation_map == 1
+    assert err(t.pkey_alloc, 0, PKEY_DISABLE_ACCESS) == errno.ENOSPC
+    assert err(t.fork().pkey_alloc, 0, 0) == errno.ENOSPC
+    assert err(t.pkey_free, 0) == errno.EINVAL
+    fresh = System(kernel=kernel, pku=False).spawn()
+    assert err(fresh.fork().pkey_alloc, 0, 0) == errno.EINVAL
+
+
+def test_alloc_with_pku_ignores_the_fix():
+    """With OSPKE the new first line of mm_pkey_alloc never fires: keys 1.. on every version."""
+    for kernel in ("6.1.187", "6.1.192"):
+        assert System(kernel=kernel).spawn().pkey_alloc(0, 0) == 1

@@ -17,6 +17,7 @@ from pkeyspec import (
     SA_NODEFER, SA_ONSTACK, SA_RESETHAND, SIG_DFL, SIG_IGN, SIGSEGV, SIGUSR1, SIGUSR2, SS_DISABLE,
     Exited, Killed, Livelock, System, glibc, pkru_with_rights,
 )
+from pkeyspec.signals import SI_TKILL
 from tests.helpers import err_of, bits
 
 KERNELS = ("6.1", "6.12", "7.2")
@@ -658,6 +659,84 @@ def test_sigaltstack_while_on_it_eperm():
     assert t.sigaltstack(other, 2 * PAGE) == 0
 
 
+def test_sigaltstack_reports_its_flags():
+    """``sigaltstack(NULL, &old)``: SS_DISABLE at first, 0 off the stack, SS_ONSTACK on it,
+    SS_AUTODISARM kept as given (observed: r0_sigaltstack_flags, r2).
+
+    Source: kernel/signal.c ``do_sigaltstack``, include/linux/sched/signal.h ``sas_ss_flags``.
+    """
+    t = spawn()
+    alt = populated(t, 2)
+    assert t.get_sigaltstack() == (0, 0, SS_DISABLE)
+    assert t.sigaltstack(alt, 2 * PAGE, SS_ONSTACK) == 0
+    assert t.get_sigaltstack() == (alt, 2 * PAGE, 0)
+    seen = []
+    t.sigaction(SIGUSR1, lambda ctx: seen.append(ctx.thread.get_sigaltstack()[2]), SA_ONSTACK)
+    assert t.raise_signal(SIGUSR1) is None and seen == [SS_ONSTACK]
+    assert t.sigaltstack(0, 0, SS_DISABLE | SS_AUTODISARM) == 0
+    assert t.get_sigaltstack() == (0, 0, SS_DISABLE | SS_AUTODISARM)
+
+
+def test_sigaltstack_without_change_returns_before_the_size_check():
+    """Setting what is already set returns 0 at once (``do_sigaltstack``: "Return before
+    taking any locks if no actual sigaltstack changes were requested")."""
+    t = spawn()
+    assert t.sigaltstack(0, 0, SS_DISABLE) == 0
+    assert err_of(t.sigaltstack, 0, 0) == errno.ENOMEM
+    assert t.altstack_flags == SS_DISABLE
+
+
+def test_sigaltstack_size_is_only_checked_against_minsigstksz():
+    """x86's ``sigaltstack_size_valid`` compares with the signal frame size only under
+    ``strict_sas_size`` or after ``ARCH_REQ_XCOMP_PERM``; the model has neither."""
+    from pkeyspec.tasks import sigaltstack_size_valid
+    t = spawn()
+    assert sigaltstack_size_valid(t, MINSIGSTKSZ)
+    assert t.sigaltstack(populated(t, 1), MINSIGSTKSZ) == 0
+
+
+def test_ss_autodisarm_disarms_while_the_handler_runs_and_sigreturn_rearms():
+    """With SS_AUTODISARM the kernel resets the alternate stack when it delivers a signal
+    (``save_altstack``), so the handler on it may call sigaltstack; sigreturn restores the
+    saved one (``restore_altstack``). Observed: r3_sigaltstack_in_handler_autodisarm.
+    """
+    t = spawn()
+    alt = populated(t, 2)
+    assert t.sigaltstack(alt, 2 * PAGE, SS_AUTODISARM) == 0
+    seen = []
+
+    def handler(ctx):
+        assert alt <= ctx.frame < alt + 2 * PAGE
+        seen.append(ctx.thread.get_sigaltstack()[2])
+        seen.append(ctx.thread.sigaltstack(0, 0, SS_DISABLE))
+
+    t.sigaction(SIGUSR1, handler, SA_ONSTACK)
+    assert t.raise_signal(SIGUSR1) is None
+    assert seen == [SS_DISABLE, 0]
+    assert t.get_sigaltstack() == (alt, 2 * PAGE, SS_AUTODISARM)
+
+
+def test_sigreturn_restores_the_altstack_a_handler_changed():
+    """A handler on the ordinary stack may disable the alternate stack, but sigreturn sets
+    the one saved in the frame again. Observed: r4_sigaltstack_in_handler_off_altstack."""
+    t = spawn()
+    alt = populated(t, 2)
+    assert t.sigaltstack(alt, 2 * PAGE) == 0
+    seen = []
+    t.sigaction(SIGUSR1, lambda ctx: seen.append(ctx.thread.sigaltstack(0, 0, SS_DISABLE)))
+    assert t.raise_signal(SIGUSR1) is None
+    assert seen == [0]
+    assert t.get_sigaltstack() == (alt, 2 * PAGE, 0)
+
+
+def test_execve_clears_the_altstack_but_keeps_its_flags():
+    """``begin_new_exec`` zeroes sas_ss_sp and sas_ss_size only."""
+    t = spawn()
+    assert t.sigaltstack(populated(t, 2), 2 * PAGE, SS_AUTODISARM) == 0
+    t = t.execve()
+    assert t.get_sigaltstack() == (0, 0, SS_DISABLE | SS_AUTODISARM)
+
+
 def test_frame_goes_on_the_altstack_only_with_sa_onstack():
     """The frame is on the alternate stack for an SA_ONSTACK handler, else on the thread's stack.
 
@@ -1020,13 +1099,14 @@ def test_thread_denying_key0_with_altstack_on_key0_without_rseq(kernel, handler_
         assert seen == []
 
 
-@pytest.mark.parametrize("kernel", ["6.12", "7.2"])
-def test_thread_denying_key0_with_glibc_rseq_dies_after_its_handler(kernel):
-    """The same with glibc's rseq area (key 0) registered: the handler runs once, then the
-    forced SIGSEGV from the failed rseq read (key 0 AD) ends the process.
+@pytest.mark.parametrize("kernel", ["6.1", "6.12", "7.2"])
+def test_thread_denying_key0_with_glibc_rseq_dies_before_its_sigusr1_handler(kernel):
+    """The same with glibc's rseq area (key 0) registered: the failed rseq read (key 0 AD)
+    forces a SIGSEGV, which is not blocked while SIGUSR1 is delivered, so it comes first
+    and, without a SIGSEGV handler, ends the process before the SIGUSR1 handler runs.
 
-    Observed by the project's conformance runs for the SIGSEGV case
-    (e_key0_ad_stack_handler_fixes_frame: "killed SIGSEGV" on 6.12 and 7.2).
+    Observed by the conformance harness (o7_tgkill_denykey0_ad_rseq: "killed SIGSEGV" and
+    no handler call on 6.1, 6.12 and 7.2).
 
     Facts: SIG-X86-612-PERMISSIVE-XSAVE, KERN-RSEQ-PERMISSIVE, SIG-SELFTESTS-612.
     """
@@ -1037,8 +1117,84 @@ def test_thread_denying_key0_with_glibc_rseq_dies_after_its_handler(kernel):
     t.sigaction(SIGUSR1, lambda ctx: seen.append(ctx.thread.rdpkru()), SA_ONSTACK)
     assert t.wrpkru(0x55555555) is None
     end = t.raise_signal(SIGUSR1)
-    assert seen == [INIT_PKRU]
-    assert_killed_sigsegv(end)
+    assert seen == []
+    assert_killed_sigsegv(end, SI_KERNEL)
+
+
+@pytest.mark.parametrize(("kernel", "survives"), [("6.1", False), ("6.12", False), ("7.2", True)])
+def test_thread_write_disabling_key0_with_rseq_and_sigusr1(kernel, survives):
+    """Key 0 write-disabled only: before the 6.19 rseq rework the kernel also writes the
+    rseq area at delivery, which fails; from 6.19 it only reads it, and the handler runs.
+
+    Observed: o8_tgkill_denykey0_wd_rseq (killed SIGSEGV on 6.1 and 6.12, exit 0 on 7.2).
+
+    Facts: KERN-RSEQ-PERMISSIVE, SIG-SELFTESTS-612.
+    """
+    t = spawn(kernel)
+    alt = populated(t, 2)
+    assert t.sigaltstack(alt, 2 * PAGE) == 0
+    seen = []
+    t.sigaction(SIGUSR1, lambda ctx: seen.append(ctx.info.si_code), SA_ONSTACK)
+    assert t.wrpkru(0x55555556) is None
+    end = t.raise_signal(SIGUSR1)
+    if survives:
+        assert end is None and seen == [SI_TKILL] and t.rdpkru() == 0x55555556
+    else:
+        assert seen == []
+        assert_killed_sigsegv(end, SI_KERNEL)
+
+
+@pytest.mark.parametrize(("kernel", "order"), [("6.1", []), ("6.12", ["SIGSEGV", "SIGUSR1"]),
+                                               ("7.2", ["SIGSEGV", "SIGUSR1"])])
+def test_forced_sigsegv_reaches_a_sigsegv_handler_first(kernel, order):
+    """With a SIGSEGV handler as well, the forced SIGSEGV (SI_KERNEL) is delivered first, on
+    top of the SIGUSR1 frame, then the SIGUSR1 handler runs and the thread goes on with its
+    own PKRU. On 6.1 the SIGUSR1 frame cannot be written under the interrupted PKRU either,
+    and the SIGSEGV handler's frame neither: the process dies.
+
+    Observed: o10_tgkill_denykey0_ad_rseq_segv_handler_returns (and o9, whose SIGSEGV
+    handler exits 17 before the SIGUSR1 handler has run).
+
+    Facts: KERN-RSEQ-PERMISSIVE, SIG-X86-612-PERMISSIVE-XSAVE.
+    """
+    t = spawn(kernel)
+    alt = populated(t, 2)
+    assert t.sigaltstack(alt, 2 * PAGE) == 0
+    seen = []
+    t.sigaction(SIGUSR1, lambda ctx: seen.append(("SIGUSR1", ctx.info.si_code)), SA_ONSTACK)
+    t.sigaction(SIGSEGV, lambda ctx: seen.append(("SIGSEGV", ctx.info.si_code)), SA_ONSTACK)
+    assert t.wrpkru(0x55555555) is None
+    end = t.raise_signal(SIGUSR1)
+    assert [name for name, _ in seen] == order
+    if order:
+        assert end is None and seen == [("SIGSEGV", SI_KERNEL), ("SIGUSR1", SI_TKILL)]
+        assert t.rdpkru() == 0x55555555
+    else:
+        assert_killed_sigsegv(end, SI_KERNEL)
+
+
+@pytest.mark.parametrize(("flags", "calls"), [(0, 1), (SA_NODEFER, 0)])
+def test_rseq_failure_while_delivering_sigsegv(flags, calls):
+    """When the signal being delivered is SIGSEGV, force_sigsegv makes it fatal: the handler
+    runs (SIGSEGV is blocked while it does) and the process dies when it returns; with
+    SA_NODEFER SIGSEGV is not blocked, and the process dies before the handler runs.
+
+    Observed for the first case: e_key0_ad_stack_handler_fixes_frame on 6.12 and 7.2.
+
+    Facts: KERN-RSEQ-PERMISSIVE, SIG-SELFTESTS-612.
+    """
+    t = spawn("6.12")
+    seen = []
+
+    def repair(ctx):
+        seen.append(ctx.info.si_code)
+        ctx.set_frame_pkru(0x55555554)
+
+    t.sigaction(SIGSEGV, repair, flags)
+    assert t.wrpkru(0x55555555) is None
+    end = t.store(t.sp - 8, 0, 8)
+    assert len(seen) == calls
+    assert_killed_sigsegv(end, SI_KERNEL)
 
 
 @pytest.mark.parametrize(("kernel", "expected"), [("6.1", None), ("6.12", 17), ("7.2", 17)])

@@ -34,13 +34,16 @@ from . import Race, Step, World, access, race, register
 from .lifetime import ANON, RW, SECRET, killed_by_pkuerr, page, pkey_mprotect, two_threads
 
 
-def deliver(label: str, target: str = "T", signo: int = SIGUSR1, *, record_pkru: bool = False) -> Step:
+def deliver(label: str, target: str = "T", signo: int = SIGUSR1, *, record_pkru: bool = False,
+            record_ran: bool = False) -> Step:
     """The kernel delivers ``signo`` to ``target`` between two of its steps: handler, then sigreturn.
 
     Records what delivery returned as ``sig`` (None: the handler ran and
     returned; a :class:`~pkeyspec.signals.Killed`: the process died). With
     ``record_pkru`` also records the target's PKRU afterwards as
-    ``<target>.pkru``.
+    ``<target>.pkru``; with ``record_ran``, whether the handler wrote the
+    byte at ``w.v["flag"]`` (read from the model's memory, not by a thread)
+    as ``ran``.
     """
     def act(w: World) -> None:
         t = w.t[target]
@@ -48,6 +51,8 @@ def deliver(label: str, target: str = "T", signo: int = SIGUSR1, *, record_pkru:
         w.v["sig"] = send_signal(t, signo)
         if record_pkru:
             w.v[f"{target}.pkru"] = t.pkru
+        if record_ran:
+            w.v["ran"] = bool(t.process.mm.memory.get(w.v["flag"], 0))
     res = frozenset({f"pkru:{target}", "mm", "life"})   # a signal can end the process
     return Step(label, act, res, res)
 
@@ -152,13 +157,20 @@ def _altstack_setup(kernel: str, rseq: bool = False):
         w = World(system, {"T": t})
         alt = t.mmap(0, 2 * PAGE_SIZE, RW, ANON)      # key 0, as the 6.12 selftests use
         t.sigaltstack(alt, 2 * PAGE_SIZE)
-        t.sigaction(SIGUSR1, _handler_returns, SA_ONSTACK)
+        flag = t.mmap(0, PAGE_SIZE, RW, ANON)           # key 0: the handler can write it
+        t.sigaction(SIGUSR1, partial(_handler_returns, flag), SA_ONSTACK)
         w.v["p"] = t.pkru
+        w.v["flag"] = flag
         return w
     return setup
 
 
-def _handler_returns(ctx: SignalContext) -> None:
+def _handler_returns(flag: int, ctx: SignalContext) -> None:
+    """A handler that notes in memory that it ran (a store to ``flag``), and returns."""
+    ctx.thread.store(flag, 1)
+
+
+def _handler_does_nothing(ctx: SignalContext) -> None:
     """A handler that does nothing and returns."""
 
 
@@ -168,7 +180,7 @@ _DENY0_T = (
     register("wrpkru(p)  /* key 0 open again */",
              lambda w: w.do("w2", w.T.wrpkru, w.v["p"]), write=True),
 )
-_TGKILL = (deliver("tgkill(T, SIGUSR1): SA_ONSTACK handler on a key-0 altstack"),)
+_TGKILL = (deliver("tgkill(T, SIGUSR1): SA_ONSTACK handler on a key-0 altstack", record_ran=True),)
 
 race(Race(
     name="ALTSTACK61+denykey0+tgkill",
@@ -185,7 +197,7 @@ race(Race(
     exists_text="the signal kills the process instead of running the handler",
     result="Sometimes",
     facts=("RACE-PRE612-ALTSTACK", "SIG-X86-612-PERMISSIVE-XSAVE", "SIG-HANDLER-STACK-KEY"),
-    observe=("sig", "w1", "w2"),
+    observe=("sig", "ran", "w1", "w2"),
     note="System(kernel=\"6.1\"): before commit 70044df250d0.",
 ))
 
@@ -204,7 +216,7 @@ race(Race(
     exists_text="the signal kills the process instead of running the handler",
     result="Never",
     facts=("RACE-PRE612-ALTSTACK", "SIG-X86-612-PERMISSIVE-XSAVE", "SIG-SELFTESTS-612"),
-    observe=("sig", "w1", "w2"),
+    observe=("sig", "ran", "w1", "w2"),
     note="System(kernel=\"6.12\"); T has no rseq area, like the selftests' raw threads.",
 ))
 
@@ -216,15 +228,17 @@ race(Race(
     question=(
         "glibc registers a struct rseq for every thread, in key-0 memory, and the kernel "
         "updates it at signal delivery under the interrupted PKRU, before it writes the frame. "
+        "A failed update queues a SIGSEGV, which is not blocked while SIGUSR1 is delivered. "
         "If the signal lands while T denies key 0, can the process still die on 6.12?"),
     setup=_altstack_setup("6.12", rseq=True),
     threads={"T": _DENY0_T, "S": _TGKILL},
     exists=lambda w: isinstance(w.v.get("sig"), Killed),
-    exists_text="the signal ends the process (here after the handler has run)",
+    exists_text="the signal ends the process, before the SIGUSR1 handler has run",
     result="Sometimes",
     facts=("RACE-PRE612-ALTSTACK", "SIG-SELFTESTS-612", "KERN-RSEQ-PERMISSIVE"),
-    observe=("sig", "w1", "w2"),
-    note="System(kernel=\"6.12\"); the death was observed by the conformance harness.",
+    observe=("sig", "ran", "w1", "w2"),
+    note=("System(kernel=\"6.12\"); the death, with the handler never run, was observed by the "
+          "conformance harness on 6.1, 6.12 and 7.2 (scenario o7_tgkill_denykey0_ad_rseq)."),
 ))
 
 
@@ -305,7 +319,7 @@ def _xinuse_setup(kernel: str, vendor: str):
     def setup() -> World:
         system = System(kernel=kernel, cpu_vendor=vendor)
         t = system.spawn()
-        t.sigaction(SIGUSR1, _handler_returns)
+        t.sigaction(SIGUSR1, _handler_does_nothing)
         return World(system, {"T": t})
     return setup
 
