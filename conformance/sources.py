@@ -204,6 +204,9 @@ def main(argv=None) -> int:
     except Failure as e:
         print(f"make sources: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a full disk, a cache directory we may not write
+        print(f"make sources: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("make sources: interrupted", file=sys.stderr)
         return 130
