@@ -51,6 +51,15 @@ browser-test: html ## Check the fresh _build/html in headless Chromium (Debian's
 conformance: .venv/.installed ## Boot real kernels under QEMU, record observations, compare with the model
 	$(PYTHON) conformance/run.py
 
+# The kernel and glibc sources the site cites: Debian's linux-source-6.1,
+# linux-source-6.12, linux-source-7.x (sid) and glibc-source at the exact
+# releases named in pkeyspec/sphinxext/kernel.py, fetched and unpacked once
+# into ~/.cache/pkeyspec-conformance/sources. Afterwards `make test` checks
+# every {kernel} and {glibc} citation against them (tests/test_citations.py).
+.PHONY: sources
+sources: .venv/.installed ## Fetch the cited kernel and glibc sources, so that make test checks the citations
+	$(PYTHON) conformance/sources.py
+
 # Times the explorer: every catalogue race, the alloc/mprotect/free scaling
 # family (tests/bench/allocmap.py) and, if Debian's spin is installed, the same
 # family in Promela (tests/bench/*.pml); prints one table. Kept under ~5 minutes.

@@ -41,6 +41,7 @@ extensions = [
     "pkeyspec.sphinxext.races",
     "pkeyspec.sphinxext.pictures",
     "pkeyspec.sphinxext.guarantees",
+    "pkeyspec.sphinxext.kernel",
 ]
 
 source_suffix = {".md": "markdown"}
@@ -93,21 +94,22 @@ doctest_default_flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 # -- Links -------------------------------------------------------------------
 
-# No intersphinx: builds run offline.  Man pages and kernel sources are plain
-# external links through two roles:
+# No intersphinx: builds run offline.  Man pages are plain external links
+# through the {man} role:
 #
 #   {man}`2/pkey_alloc.2`                     -> https://man7.org/linux/man-pages/man2/pkey_alloc.2.html
 #   {man}`pkey_alloc(2) <2/pkey_alloc.2>`     -> the same link, shown as "pkey_alloc(2)"
-#   {kernel}`mm/mprotect.c`                   -> .../linux.git/tree/mm/mprotect.c
 #
 # The man argument is "<section>/<page>.<section>", i.e. the path under
 # man-pages/man without ".html".
+#
+# Kernel and glibc sources are cited with {kernel} and {glibc}
+# (pkeyspec/sphinxext/kernel.py): a release series, a file and the functions
+# or macros the sentence relies on, e.g. {kernel}`7.2 mm/mprotect.c do_mprotect_pkey`.
+# The link opens that file in the exact stable release (KERNEL_VERSIONS there);
+# `make sources` and tests/test_citations.py check each citation against it.
 extlinks = {
     "man": ("https://man7.org/linux/man-pages/man%s.html", "%s"),
-    "kernel": (
-        "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git/tree/%s",
-        "%s",
-    ),
 }
 
 # -- HTML --------------------------------------------------------------------

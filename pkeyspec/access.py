@@ -3,8 +3,8 @@
 One call is one instruction: a load, a store or an instruction fetch, or
 RDPKRU/WRPKRU. The CPU checks the page-table entry and the thread's PKRU
 (:func:`pkeyspec.hardware.check_user_access`); on a page fault the kernel
-(``arch/x86/mm/fault.c``: ``do_user_addr_fault``, ``access_error``,
-``bad_area_access_error``) either fills the page in and the instruction
+(:kernel:`7.2 arch/x86/mm/fault.c do_user_addr_fault access_error
+bad_area_access_error`) either fills the page in and the instruction
 runs again, or sends SIGSEGV with ``SEGV_MAPERR``, ``SEGV_ACCERR`` or
 ``SEGV_PKUERR``.
 """

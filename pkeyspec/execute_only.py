@@ -1,9 +1,9 @@
 """Execute-only memory on x86: the hidden key a plain ``mprotect(PROT_EXEC)`` takes.
 
-Source: ``arch/x86/mm/pkeys.c`` (``__execute_only_pkey``,
-``vma_is_pkey_exec_only``, ``__arch_override_mprotect_pkey``) and
-``arch/x86/include/asm/pkeys.h`` (``execute_only_pkey``,
-``arch_override_mprotect_pkey``).
+Source: :kernel:`7.2 arch/x86/mm/pkeys.c __execute_only_pkey
+vma_is_pkey_exec_only __arch_override_mprotect_pkey` and
+:kernel:`7.2 arch/x86/include/asm/pkeys.h execute_only_pkey
+arch_override_mprotect_pkey`.
 """
 
 from __future__ import annotations

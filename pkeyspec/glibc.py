@@ -7,8 +7,10 @@ calling thread's PKRU in two instructions, so something can happen between
 them (RACE-GLIBC-SET-VS-SIGNAL); :func:`pkey_set_steps` gives the race
 explorer those steps one at a time. The other three are thin wrappers
 around the system calls, whose prototypes take ``unsigned int`` and ``int``.
-Sources: glibc ``sysdeps/unix/sysv/linux/x86/pkey_set.c``, ``pkey_get.c``,
-``arch-pkey.h``, ``sysdeps/unix/sysv/linux/pkey_mprotect.c``.
+Sources: glibc :glibc:`2.36 sysdeps/unix/sysv/linux/x86/pkey_set.c pkey_set`,
+:glibc:`2.36 sysdeps/unix/sysv/linux/x86/pkey_get.c pkey_get`,
+:glibc:`2.36 sysdeps/unix/sysv/linux/x86/arch-pkey.h pkey_read pkey_write`,
+:glibc:`2.36 sysdeps/unix/sysv/linux/pkey_mprotect.c pkey_mprotect`.
 """
 
 from __future__ import annotations

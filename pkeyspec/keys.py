@@ -1,10 +1,10 @@
 """Kernel key management: the allocation map, ``pkey_alloc`` and ``pkey_free``.
 
-Sources: ``mm/mprotect.c`` (``SYSCALL_DEFINE2(pkey_alloc)``,
-``SYSCALL_DEFINE1(pkey_free)``), ``arch/x86/include/asm/pkeys.h``
-(``mm_pkey_alloc``, ``mm_pkey_is_allocated``, ``mm_pkey_free``),
-``arch/x86/kernel/fpu/xstate.c`` (``arch_set_user_pkey_access``) and
-``arch/x86/include/asm/mmu_context.h`` (``init_new_context``).
+Sources: :kernel:`7.2 mm/mprotect.c SYSCALL_DEFINE2(pkey_alloc)
+SYSCALL_DEFINE1(pkey_free)`, :kernel:`7.2 arch/x86/include/asm/pkeys.h
+mm_pkey_alloc mm_pkey_is_allocated mm_pkey_free`,
+:kernel:`7.2 arch/x86/kernel/fpu/xstate.c arch_set_user_pkey_access` and
+:kernel:`7.2 arch/x86/include/asm/mmu_context.h init_new_context`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The address space: VMAs with prot and key, mmap, munmap, mprotect, pkey_mprotect.
 
-Sources: ``mm/mprotect.c`` (``do_mprotect_pkey``, ``mprotect_fixup``),
-``mm/mmap.c`` (``do_mmap``), ``mm/vma.c`` (``do_vmi_munmap``, merging),
-``mm/madvise.c`` and ``fs/proc/task_mmu.c`` (``show_smap``). Addresses are
+Sources: :kernel:`7.2 mm/mprotect.c do_mprotect_pkey mprotect_fixup`,
+:kernel:`7.2 mm/mmap.c do_mmap`, :kernel:`7.2 mm/vma.c do_vmi_munmap
+is_mergeable_vma` (merging), :kernel:`7.2 mm/madvise.c madvise_dontneed_single_vma`
+and :kernel:`7.2 fs/proc/task_mmu.c show_smap`. Addresses are
 whole pages; the model keeps page-table entries for the pages a thread has
 touched, because Linux reports a fault on a never-touched page differently
 (HW-X86-PK-NEEDS-PRESENT).

@@ -1,13 +1,13 @@
 """Signals on x86: siginfo, handlers, the signal frame, sigreturn, and how a process ends.
 
 A fault in the model never raises a Python exception. The kernel turns it
-into a signal (``force_sig_fault`` in ``kernel/signal.c``). With no handler
+into a signal (:kernel:`7.2 kernel/signal.c force_sig_fault`). With no handler
 the default action ends the whole process, recorded as a :class:`Killed`
 value, the way ``wait(2)`` reports it. With a handler, the kernel writes a
 signal frame on the thread's stack or alternate stack, runs the handler
 with PKRU = ``init_pkru``, and ``rt_sigreturn`` restores the PKRU saved in
-the frame (``arch/x86/kernel/signal.c``: ``get_sigframe``,
-``handle_signal``; ``arch/x86/kernel/fpu/signal.c``).
+the frame (:kernel:`7.2 arch/x86/kernel/signal.c get_sigframe handle_signal`;
+:kernel:`7.2 arch/x86/kernel/fpu/signal.c copy_fpstate_to_sigframe __fpu_restore_sig`).
 
 Where Linux versions differ (SIG-X86-612-PERMISSIVE-XSAVE): before 6.12 the
 frame is written under the interrupted PKRU, so a PKRU that denies the
@@ -54,7 +54,8 @@ RED_ZONE = 128
 MAX_REEXECUTIONS = 8
 
 
-#: si_code values any signal can carry (include/uapi/asm-generic/siginfo.h).
+#: si_code values any signal can carry
+#: (:kernel:`7.2 include/uapi/asm-generic/siginfo.h SI_USER SI_TKILL SI_KERNEL`).
 GENERIC_SI_CODES = {0: "SI_USER", -6: "SI_TKILL", 0x80: "SI_KERNEL"}
 
 
@@ -332,7 +333,7 @@ def deliver(thread: Thread, info: Siginfo, err: int | None, action: Sigaction):
         thread.handler_depth -= 1
 
 
-#: Where ``struct rseq`` keeps ``rseq_cs`` (``include/uapi/linux/rseq.h``).
+#: Where ``struct rseq`` keeps ``rseq_cs`` (:kernel:`7.2 include/uapi/linux/rseq.h rseq`).
 RSEQ_CS_OFFSET = 8
 RSEQ_SIZE = 32
 

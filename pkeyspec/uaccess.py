@@ -11,10 +11,11 @@ A foreign access is made on behalf of a process into another mm, or through
 an interface that reaches memory "remotely" even in the same process:
 ``/proc/PID/mem``, the remote side of ``process_vm_readv``/``process_vm_writev``,
 ``ptrace(PTRACE_PEEKDATA)``. Keys are not checked there at all
-(KERN-FOREIGN-BYPASS; observed, rows m). Sources: ``mm/memory.c``
-(``__access_remote_vm``), ``mm/gup.c`` (``check_vma_flags``),
-``fs/proc/base.c`` (``mem_rw``), ``mm/process_vm_access.c``,
-``kernel/ptrace.c`` (``generic_ptrace_peekdata``), ``fs/pipe.c``.
+(KERN-FOREIGN-BYPASS; observed, rows m). Sources: :kernel:`7.2 mm/memory.c
+__access_remote_vm`, :kernel:`7.2 mm/gup.c check_vma_flags`,
+:kernel:`7.2 fs/proc/base.c mem_rw`, :kernel:`7.2 mm/process_vm_access.c
+process_vm_rw_single_vec`, :kernel:`7.2 kernel/ptrace.c generic_ptrace_peekdata`,
+:kernel:`7.2 fs/pipe.c anon_pipe_read anon_pipe_write`.
 """
 
 from __future__ import annotations

@@ -61,8 +61,9 @@ def test_unknown_fact_id_is_a_warning(app):
 
 @pytest.mark.sphinx("html", testroot="guarantee-checked", freshenv=True)
 def test_extensions_are_parallel_safe(app):
+    app.setup_extension("pkeyspec.sphinxext.kernel")
     for name in ("pkeyspec.sphinxext.facts", "pkeyspec.sphinxext.races",
-                 "pkeyspec.sphinxext.guarantees"):
+                 "pkeyspec.sphinxext.guarantees", "pkeyspec.sphinxext.kernel"):
         ext = app.extensions[name]
         assert ext.parallel_read_safe and ext.parallel_write_safe, name
 
@@ -78,3 +79,39 @@ def test_statements_are_marked_observed_or_read_from_source(app):
     assert 'class="pkeyspec-read-from-source">read from source, not run<' in html
     assert "backed by an observation on a real kernel: 1 of 2. Read from source, not run: 1" in html
     assert 'href="#scenario-free-key0"' in html and 'id="scenario-free-key0"' in html
+
+
+@pytest.mark.sphinx("html", testroot="kernel-citation", freshenv=True)
+def test_kernel_citation_links_the_cited_release(app):
+    app.build()
+    assert warnings_of(app) == ""
+    html = (app.outdir / "index.html").read_text()
+    stable = "https://git.kernel.org/pub/scm/linux/kernel/git/stable/linux.git/tree/"
+    # The link opens the exact release of the series, never master; the text shows the series.
+    assert f'href="{stable}mm/mprotect.c?h=v6.12.118"' in html
+    assert f'href="{stable}mm/mprotect.c?h=v7.2.13"' in html
+    assert f'href="{stable}include/uapi/asm-generic/mman-common.h?h=v6.1.192"' in html
+    assert "torvalds" not in html
+    assert '<span class="source-version">6.12</span>' in html
+    assert 'title="Linux 6.12.118, mm/mprotect.c: do_mprotect_pkey"' in html
+    assert '<code class="docutils literal notranslate"><span class="pre">SYSCALL_DEFINE1(pkey_free)</span></code>' in html
+    assert ('href="https://sourceware.org/git/?p=glibc.git;a=blob;'
+            'f=sysdeps/unix/sysv/linux/x86/pkey_set.c;hb=glibc-2.36"') in html
+
+
+@pytest.mark.sphinx("html", testroot="kernel-citation-unversioned", freshenv=True)
+def test_kernel_citation_without_version_or_function_is_a_warning(app):
+    app.build()
+    warnings = warnings_of(app)
+    assert "{kernel} citation 'mm/mprotect.c do_mprotect_pkey' names no version" in warnings
+    assert "'5.15 mm/mprotect.c do_mprotect_pkey' names version '5.15', which is not one" in warnings
+    assert "'7.2 mm/mprotect.c' names no function or macro of mm/mprotect.c" in warnings
+    assert "has '(the' where a function or macro name should be" in warnings
+    assert warnings.count("WARNING") == 4
+
+
+@pytest.mark.sphinx("html", testroot="kernel-citation-unversioned", freshenv=True,
+                    warningiserror=True)
+def test_kernel_citation_without_version_fails_the_strict_build(app):
+    app.build()
+    assert app.statuscode == 1
