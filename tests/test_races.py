@@ -48,6 +48,7 @@ from hypothesis import given, settings, strategies as st
 
 from pkeyspec.explore import Observation, explore, explore_stateful, verdict
 from pkeyspec.races import Race, World, catalogue, local
+from pkeyspec.sphinxext.facts import load_catalogue
 from pkeyspec.system import System
 
 CATALOGUE = catalogue()
@@ -128,8 +129,7 @@ def test_judge_accepts_the_stated_verdict():
 # --- the catalogue is well formed ----------------------------------------------------------
 
 def _fact_ids() -> set[str]:
-    lines = (ROOT / "docs" / "_data" / "facts.tsv").read_text(encoding="utf-8").splitlines()
-    return {line.split("\t")[0] for line in lines if line.strip() and not line.startswith("#")}
+    return set(load_catalogue(ROOT / "docs" / "_data" / "facts.tsv"))
 
 
 #: RACE facts the catalogue leaves out, and why.
