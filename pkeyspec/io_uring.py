@@ -48,6 +48,7 @@ Sources: ``io_uring/io_uring.c`` (``io_uring_setup``, ``io_uring_create``,
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -117,7 +118,7 @@ class Sqe:
 
 def _available(system: System) -> None:
     if system.kernel < (5, 1):
-        raise OSError(ENOSYS, "io_uring arrived in Linux 5.1")
+        raise OSError(ENOSYS, os.strerror(ENOSYS))    # io_uring arrived in 5.1
     if system.kernel < (6, 1):
         raise NotImplementedError("io_uring is modelled from Linux 6.1")
 
@@ -153,9 +154,9 @@ def submit_and_wait(thread: Thread, ring_fd: int, sqe: Sqe) -> int:
     _available(thread.system)
     ring = thread.process.fds.get(cabi.int32(ring_fd))
     if ring is None:
-        raise OSError(EBADF, "io_uring_enter: bad file descriptor")
+        raise OSError(EBADF, os.strerror(EBADF))
     if not isinstance(ring, IoUring):
-        raise OSError(EOPNOTSUPP, "io_uring_enter: not an io_uring file")
+        raise OSError(EOPNOTSUPP, os.strerror(EOPNOTSUPP))
     if ring.sqpoll_pkru is not None and ring.pid != thread.process.pid:
         raise NotImplementedError("an SQPOLL ring used from another process is not modelled")
     if ring.sqpoll_pkru is None:
