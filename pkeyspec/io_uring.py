@@ -75,7 +75,11 @@ SQE_VALID_FLAGS = 0x7F
 
 
 def _by_series(table: dict, kernel: tuple[int, int]):
-    """The entry of the newest modelled series not newer than ``kernel``."""
+    """The entry of the newest modelled series not newer than ``kernel``.
+
+    The tables hold what 6.1, 6.12 and 7.2 define; a release in between gets
+    the older series' entry, which may miss flags and opcodes it added.
+    """
     return table[max(k for k in table if k <= kernel)] if kernel >= min(table) else table[min(table)]
 
 
