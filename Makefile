@@ -66,3 +66,11 @@ sources: .venv/.installed ## Fetch the cited kernel and glibc sources, so that m
 .PHONY: bench
 bench: .venv/.installed ## Benchmark the explorer (catalogue races, scaling family, Spin if installed)
 	$(PYTHON) tests/bench/bench.py
+
+# Mutation testing (mutmut) of the kernel-side modules, within a time budget;
+# prints the score per module and every survivor. MUTATE_SECONDS, MUTATE_MODULES.
+MUTATE_SECONDS ?= 3600
+MUTATE_MODULES ?=
+.PHONY: mutate
+mutate: .venv/.installed ## Mutation testing of the model (mutmut): score per module and the survivors
+	$(PYTHON) tests/mutation/mutate.py --seconds $(MUTATE_SECONDS) $(MUTATE_MODULES)

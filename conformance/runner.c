@@ -39,6 +39,7 @@
 #include <sys/wait.h>
 #include <ucontext.h>
 #include <unistd.h>
+#include <linux/io_uring.h>
 
 #define MARK "@@PKS "
 #define SHM_PATH "/tmp/pks.shm"
@@ -288,6 +289,8 @@ static const struct cnst consts[] = {
 	{NULL, 0},
 };
 
+static int uring_const(const char *name, int64_t *val);
+
 static int64_t eval_term(const struct op *o, const char *t, int len)
 {
 	char buf[80];
@@ -311,6 +314,8 @@ static int64_t eval_term(const struct op *o, const char *t, int len)
 	}
 	for (const struct cnst *c = consts; c->name; c++)
 		if (!strcmp(c->name, buf)) return c->val;
+	int64_t uv;
+	if (uring_const(buf, &uv)) return uv;
 	fail("%s:%d: unknown name %s", o->file, o->line, buf);
 	return 0;
 }
@@ -760,6 +765,171 @@ static void do_exec(int next_op)
 	fail("execve: %s", errname(errno));
 }
 
+/* ---- io_uring, through raw system calls (no liburing) --------------------------
+ *
+ * uring_setup ENTRIES [FLAGS]: io_uring_setup, then mmap of the SQ ring, the CQ
+ * ring and the SQE array; the result is the ring's fd (reported as "ok").
+ * uring_submit RING OPCODE FD ADDR LEN [SQE_FLAGS]: one SQE (off = -1, the
+ * file's current position), io_uring_enter(to_submit 1, min_complete 1,
+ * GETEVENTS), then the CQE's res: a byte count or an errno name.  An fd that
+ * uring_setup did not make is passed to io_uring_enter as it is, so the result
+ * is the kernel's errno for it (EBADF, EOPNOTSUPP).  With SQPOLL the kernel
+ * thread submits: to_submit is 0 and IORING_ENTER_SQ_WAKEUP wakes it.
+ * uring_close RING: munmap of the rings, then close (a plain close leaves the
+ * ring alive: the mappings hold it).
+ *
+ * After each completion the runner sleeps 20 ms, so that an io-wq worker that
+ * posted the CQE has gone back to its idle list before the next operation:
+ * the next punted request then goes to that worker, not to a new one.  The ring
+ * memory carries key 0; the rings live in this process (not the shared area).
+ */
+
+struct uring {
+	int fd, sqpoll;
+	void *maps[3];
+	size_t lens[3];
+	unsigned *sq_tail, *sq_mask, *sq_array;
+	unsigned *cq_head, *cq_tail, *cq_mask;
+	struct io_uring_sqe *sqes;
+	struct io_uring_cqe *cqes;
+};
+static struct uring rings[8];
+static int nrings;
+
+static const struct cnst uring_consts[] = {
+	{"IORING_SETUP_SQPOLL", 2}, {"IORING_OP_READ", 22}, {"IORING_OP_WRITE", 23},
+	{"IOSQE_ASYNC", 16},
+	{NULL, 0},
+};
+
+_Static_assert(IORING_SETUP_SQPOLL == 2 && IORING_OP_READ == 22 && IORING_OP_WRITE == 23 &&
+	       IOSQE_ASYNC == 16, "uring_consts must hold the values of <linux/io_uring.h>");
+
+static int uring_const(const char *name, int64_t *val)
+{
+	for (const struct cnst *c = uring_consts; c->name; c++)
+		if (!strcmp(c->name, name)) {
+			*val = c->val;
+			return 1;
+		}
+	return 0;
+}
+
+static long uring_setup(unsigned entries, unsigned flags)
+{
+	struct io_uring_params p;
+	memset(&p, 0, sizeof p);
+	p.flags = flags;
+	long fd = syscall(__NR_io_uring_setup, entries, &p);
+	if (fd < 0) return -errno;
+	if (nrings >= (int)(sizeof rings / sizeof rings[0])) fail("too many rings");
+	size_t sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+	size_t cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+	if (p.features & IORING_FEAT_SINGLE_MMAP) sq_len = cq_len = sq_len > cq_len ? sq_len : cq_len;
+	char *sq = mmap(NULL, sq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+			IORING_OFF_SQ_RING);
+	char *cq = sq;
+	if (sq != MAP_FAILED && !(p.features & IORING_FEAT_SINGLE_MMAP))
+		cq = mmap(NULL, cq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+			  IORING_OFF_CQ_RING);
+	void *sqes = mmap(NULL, p.sq_entries * sizeof(struct io_uring_sqe), PROT_READ | PROT_WRITE,
+			  MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQES);
+	if (sq == MAP_FAILED || cq == MAP_FAILED || sqes == MAP_FAILED)
+		fail("mmap of the io_uring rings: %s", errname(errno));
+	struct uring *u = &rings[nrings++];
+	u->fd = (int)fd;
+	u->maps[0] = sq;
+	u->lens[0] = sq_len;
+	u->maps[1] = cq == sq ? NULL : cq;
+	u->lens[1] = cq_len;
+	u->maps[2] = sqes;
+	u->lens[2] = p.sq_entries * sizeof(struct io_uring_sqe);
+	u->sqpoll = !!(flags & IORING_SETUP_SQPOLL);
+	u->sq_tail = (unsigned *)(sq + p.sq_off.tail);
+	u->sq_mask = (unsigned *)(sq + p.sq_off.ring_mask);
+	u->sq_array = (unsigned *)(sq + p.sq_off.array);
+	u->cq_head = (unsigned *)(cq + p.cq_off.head);
+	u->cq_tail = (unsigned *)(cq + p.cq_off.tail);
+	u->cq_mask = (unsigned *)(cq + p.cq_off.ring_mask);
+	u->cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
+	u->sqes = sqes;
+	return fd;
+}
+
+/* Submit one SQE and wait for its CQE: the CQE's res, or -errno of io_uring_enter. */
+static long uring_submit(int fd, unsigned opcode, int file, uint64_t addr, unsigned len,
+			 unsigned sqe_flags)
+{
+	struct uring *u = NULL;
+	for (int i = 0; i < nrings; i++)
+		if (rings[i].fd == fd) u = &rings[i];
+	if (!u) {
+		long r = syscall(__NR_io_uring_enter, fd, 1, 1, IORING_ENTER_GETEVENTS, NULL, 0);
+		return r < 0 ? -errno : r;
+	}
+	unsigned tail = *u->sq_tail, idx = tail & *u->sq_mask;
+	struct io_uring_sqe *sqe = &u->sqes[idx];
+	memset(sqe, 0, sizeof *sqe);
+	sqe->opcode = (uint8_t)opcode;
+	sqe->flags = (uint8_t)sqe_flags;
+	sqe->fd = file;
+	sqe->off = (uint64_t)-1;
+	sqe->addr = addr;
+	sqe->len = len;
+	sqe->user_data = 0x5eed;
+	u->sq_array[idx] = idx;
+	__atomic_store_n(u->sq_tail, tail + 1, __ATOMIC_RELEASE);
+	unsigned head = *u->cq_head;
+	unsigned enter_flags = IORING_ENTER_GETEVENTS | (u->sqpoll ? IORING_ENTER_SQ_WAKEUP : 0);
+	int submitted = u->sqpoll;
+	for (int tries = 0; __atomic_load_n(u->cq_tail, __ATOMIC_ACQUIRE) == head; tries++) {
+		if (tries == 1000) fail("io_uring: no completion");
+		long r = syscall(__NR_io_uring_enter, fd, submitted ? 0 : 1, 1, enter_flags, NULL, 0);
+		if (r > 0) submitted = 1;
+		if (r < 0 && errno != EINTR && errno != EAGAIN && errno != EBUSY) return -errno;
+	}
+	long res = u->cqes[head & *u->cq_mask].res;
+	__atomic_store_n(u->cq_head, head + 1, __ATOMIC_RELEASE);
+	usleep(20000);
+	return res;
+}
+
+/* munmap the rings and close the fd: the ring goes away only when both are gone.  The
+ * kernel then removes it from every task that used it (io_ring_exit_work queues task
+ * work to them); the 50 ms sleep lets that happen before the next operation. */
+static long uring_close(int fd)
+{
+	for (int i = 0; i < nrings; i++) {
+		if (rings[i].fd != fd) continue;
+		for (int m = 0; m < 3; m++)
+			if (rings[i].maps[m]) munmap(rings[i].maps[m], rings[i].lens[m]);
+		rings[i] = rings[--nrings];
+		break;
+	}
+	long r = close(fd) ? -errno : 0;
+	usleep(50000);
+	return r;
+}
+
+static int uring_op(const struct op *o)
+{
+	const char *op = o->opname;
+	if (!strcmp(op, "uring_setup")) {
+		long r = uring_setup((unsigned)arg(o, 0), (unsigned)arg_or(o, 1, 0));
+		res_addr(o, r < 0 ? -1 : r, r < 0 ? (int)-r : 0);
+	} else if (!strcmp(op, "uring_close")) {
+		long r = uring_close((int)arg(o, 0));
+		res_int(o, r < 0 ? -1 : r, r < 0 ? (int)-r : 0);
+	} else if (!strcmp(op, "uring_submit")) {
+		long r = uring_submit((int)arg(o, 0), (unsigned)arg(o, 1), (int)arg(o, 2),
+				      (uint64_t)arg(o, 3), (unsigned)arg(o, 4), (unsigned)arg_or(o, 5, 0));
+		res_int(o, r < 0 ? -1 : r, r < 0 ? (int)-r : 0);
+	} else {
+		return 0;
+	}
+	return 1;
+}
+
 /* ---- the interpreter ---------------------------------------------------------- */
 
 static void exec_op(int i, int self)
@@ -1051,6 +1221,8 @@ static void exec_op(int i, int self)
 			close(fd);
 			res_int(o, r, e);
 		}
+	} else if (uring_op(o)) {
+		/* io_uring: see uring_op */
 	} else {
 		fail("%s:%d: unknown operation %s", o->file, o->line, op);
 	}

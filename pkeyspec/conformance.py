@@ -41,7 +41,9 @@ from pathlib import Path
 from . import glibc
 from .signals import SA_SIGINFO, SIG_DFL, SIG_IGN, Exited, Killed, Livelock
 from .system import System
-from .uapi import SI_CODE_NAMES, SIGNAL_NAMES
+from .uapi import (
+    IORING_OP_READ, IORING_OP_WRITE, IORING_SETUP_SQPOLL, IOSQE_ASYNC, SI_CODE_NAMES, SIGNAL_NAMES,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO_DIR = ROOT / "conformance" / "scenarios"
@@ -77,6 +79,11 @@ OPS = {
     "thread": (0, 0), "fork": (0, 0), "wait": (1, 1), "execve": (0, 0), "exit": (1, 1),
     "debugfs_read": (0, 0), "debugfs_write": (1, 1),
 }
+# io_uring (pkeyspec.io_uring; the runner's uring_op): set up a ring, submit one SQE and
+# wait for its CQE (RING OPCODE FD ADDR LEN [SQE_FLAGS]), close a ring.
+OPS.update({"uring_setup": (1, 2), "uring_submit": (5, 6), "uring_close": (1, 1)})
+CONSTANTS.update({"IORING_SETUP_SQPOLL": IORING_SETUP_SQPOLL, "IORING_OP_READ": IORING_OP_READ,
+                  "IORING_OP_WRITE": IORING_OP_WRITE, "IOSQE_ASYNC": IOSQE_ASYNC})
 #: Operations whose first argument is a word, not an expression.
 WORD_ARG = {"smaps_pkey_of": ("stack", "text"), "cpuinfo_has": ("pku", "ospke"),
             "cpuid": ("pku", "ospke")}
@@ -274,6 +281,8 @@ def load_scenarios(directory: str | os.PathLike = SCENARIO_DIR) -> list[Scenario
 
 def _errname(err: int) -> str:
     import errno as _errno
+    if err == _errno.EOPNOTSUPP:    # Python names 95 ENOTSUP, its alias; the runner says EOPNOTSUPP
+        return "EOPNOTSUPP"
     return _errno.errorcode.get(err, f"E{err}")
 
 
@@ -488,6 +497,8 @@ class ModelRun:
             self.call(o, t.open_proc_mem, *(a or [0]), kind="addr")
         elif op in ("process_vm_readv", "process_vm_writev"):
             self.call(o, getattr(t, op), a[0], [(a[1], a[3])], [(a[2], a[3])])
+        elif op in ("uring_setup", "uring_submit", "uring_close"):
+            self.uring_step(o, t, a)
         elif op == "handler":
             self.declare_handler(o)
         elif op == "sigaction":
@@ -546,6 +557,22 @@ class ModelRun:
                 self.out(o, e)
         else:  # pragma: no cover - the parser refuses unknown operations
             raise AssertionError(op)
+
+    def uring_step(self, o: Op, t, a: list[int]) -> None:
+        """io_uring: the ring fd (reported as ``ok``); the CQE's res as a count or errno name."""
+        if o.op == "uring_setup":
+            self.call(o, t.io_uring_setup, *a, kind="addr")
+        elif o.op == "uring_close":
+            self.call(o, t.close, *a)
+        else:
+            try:
+                res = t.io_uring_submit(*a)
+            except OSError as e:
+                if isinstance(e, ProcessLookupError):
+                    raise
+                self.out(o, e)
+                return
+            self.out(o, OSError(-res, "failed request") if res < 0 else res)
 
     def declare_handler(self, o: Op) -> None:
         flags, values = set(), {}

@@ -11,6 +11,7 @@ import copy
 
 import os
 
+from . import io_uring
 from .hardware import INIT_PKRU_VALUE, U32
 from .mm import PROGRAM_BASE, Mm, initial_vmas
 from .signals import SIG_IGN
@@ -172,6 +173,8 @@ class System:
                     f.pipe.writers += 1
                 else:
                     f.pipe.readers += 1
+            elif isinstance(f, io_uring.IoUring):
+                f.refs += 1
         self.processes[pid] = proc
         thread = Thread(proc, pid, parent.pkru, sp=parent.sp, altstack=parent.altstack,
                         altstack_flags=parent.altstack_flags, rseq=parent.rseq,
@@ -187,6 +190,7 @@ class System:
         thread.pkru = self.init_pkru_value
         # begin_new_exec clears sas_ss_sp and sas_ss_size only: sas_ss_flags stay.
         thread.sp, thread.altstack, thread.rseq = initial_sp(proc.mm), None, RSEQ_AREA
+        io_uring.exec_cleanup(thread)
         proc.execs += 1
         # Handlers do not survive exec; ignored signals stay ignored.
         proc.sigactions = {s: a for s, a in proc.sigactions.items() if a.handler == SIG_IGN}
@@ -246,7 +250,8 @@ class System:
                 t2 = Thread(proc2, t.tid, t.pkru, sp=t.sp, altstack=t.altstack,
                             altstack_flags=t.altstack_flags, blocked=set(t.blocked),
                             pending=list(t.pending), forced=t.forced,
-                            handler_depth=t.handler_depth, rseq=t.rseq)
+                            handler_depth=t.handler_depth, rseq=t.rseq,
+                            io_uring=t.io_uring and t.io_uring.copy())
                 memo[id(t)] = t2
                 proc2.threads.append(t2)
             new.processes[pid] = proc2
@@ -262,7 +267,9 @@ class System:
                                 for v in mm.vmas),
                           tuple(sorted(mm.ptes.items())), tuple(sorted(mm.memory.items())),
                           tuple((t.tid, t.pkru, t.sp, t.altstack, t.altstack_flags,
-                                 tuple(sorted(t.blocked)), tuple(t.pending), t.forced, t.rseq)
+                                 tuple(sorted(t.blocked)), tuple(t.pending), t.forced, t.rseq,
+                                 t.io_uring and (tuple(sorted(t.io_uring.rings)),
+                                                 t.io_uring.worker_pkru))
                                 for t in p.threads),
                           tuple(sorted((s, repr(a)) for s, a in p.sigactions.items())),
                           tuple(sorted((fd, repr(f)) for fd, f in p.fds.items()))))

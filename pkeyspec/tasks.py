@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import access, cabi, keys, mm as mm_, signals, uaccess
+from . import access, cabi, io_uring as uring, keys, mm as mm_, signals, uaccess
 from .signals import MINSIGSTKSZ, SS_AUTODISARM, SS_DISABLE, SS_ONSTACK, Exited, Killed, Sigaction
 from .uapi import EINVAL, ENOMEM, ENOSYS, EPERM, ESRCH
 
@@ -87,7 +87,7 @@ class Process:
             self.end = end
             # do_exit -> exit_files: a dead process's pipe ends close.
             for fd in list(self.fds):
-                uaccess.close_file(self.fds.pop(fd))
+                uaccess.close_file(self.fds.pop(fd), self.system)
 
     def smaps(self) -> str:
         return mm_.smaps(self.mm)
@@ -117,6 +117,8 @@ class Thread:
     handler_depth: int = 0
     #: The thread's registered ``struct rseq`` (glibc registers one per thread), or None.
     rseq: int | None = None
+    #: Its io_uring context (``current->io_uring``): made by its first submission.
+    io_uring: uring.IoUringTask | None = None
 
     def on_altstack(self) -> bool:
         """``on_sig_stack(sp)``: never with SS_AUTODISARM, else the stack pointer is inside it."""
@@ -258,6 +260,25 @@ class Thread:
         """``ptrace(2)``: PTRACE_PEEKDATA and PTRACE_POKEDATA only."""
         self._enter()
         return _syscall(uaccess.sys_ptrace(self, request, pid, addr, data))
+
+    # --- io_uring (pkeyspec.io_uring) -------------------------------------------
+    def io_uring_setup(self, entries: int, flags: int = 0) -> int:
+        """``io_uring_setup(2)``: the ring's fd. An SQPOLL thread takes this thread's PKRU now."""
+        self._enter()
+        return _syscall(uring.sys_io_uring_setup(self, entries, flags))
+
+    def io_uring_submit(self, ring: int, opcode: int, fd: int, addr: int, length: int,
+                        sqe_flags: int = 0) -> int:
+        """Submit one SQE to ``ring`` and wait for its CQE; returns the CQE's ``res``.
+
+        ``res`` is a byte count, or a negative errno for a failed request (as
+        the kernel writes it); a failed ``io_uring_enter`` raises OSError. The
+        copies run under the PKRU of the task that executes the request:
+        this thread (inline), its io-wq worker (``IOSQE_ASYNC``) or the ring's
+        SQPOLL thread (:func:`pkeyspec.io_uring.executor_pkru`).
+        """
+        self._enter()
+        return uring.submit_and_wait(self, ring, uring.Sqe(opcode, fd, addr, length, sqe_flags))
 
     # --- signals ------------------------------------------------------------
     def sigaction(self, signum: int, handler, flags: int = 0, *,

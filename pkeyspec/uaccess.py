@@ -169,13 +169,17 @@ def sys_pipe(thread: Thread) -> tuple[int, int]:
     return rfd, wfd
 
 
-def close_file(f: object) -> None:
-    """Drop one reference to an open file (a pipe end counts its readers and writers)."""
+def close_file(f: object, system: System) -> None:
+    """Drop one reference to an open file (a pipe end counts its readers and writers,
+    an io_uring instance its descriptors)."""
+    from .io_uring import IoUring, put_ring
     if isinstance(f, PipeEnd):
         if f.write:
             f.pipe.writers -= 1
         else:
             f.pipe.readers -= 1
+    elif isinstance(f, IoUring):
+        put_ring(system, f)
 
 
 def sys_close(thread: Thread, fd: int) -> int:
@@ -183,16 +187,18 @@ def sys_close(thread: Thread, fd: int) -> int:
     if isinstance(f, int):
         return f
     del thread.process.fds[cabi.int32(fd)]
-    close_file(f)
+    close_file(f, thread.system)
     return 0
 
 
-def sys_write(thread: Thread, fd: int, buf: int, count: int) -> int:
+def sys_write(thread: Thread, fd: int, buf: int, count: int, *, pkru: int | None = None) -> int:
     """``write(2)`` to a pipe: the kernel copies from ``buf`` under the caller's PKRU.
 
     ``pipe_write`` fills one pipe page at a time; a page that cannot be
     filled completely is dropped, and the call fails with EFAULT if nothing
     was written before it. With no reader left: SIGPIPE, then EPIPE.
+    ``pkru``: the PKRU of the task that runs the copy, when it is not
+    ``thread`` (an io_uring kernel thread, :mod:`pkeyspec.io_uring`).
     """
     buf, count = cabi.ulong(buf), cabi.ulong(count)
     f = _file(thread, fd)
@@ -209,7 +215,7 @@ def sys_write(thread: Thread, fd: int, buf: int, count: int) -> int:
     count = min(count, PIPE_BUF_SIZE - len(f.pipe.data))
     if count == 0:
         return -EAGAIN
-    data = copy_from_user(thread, buf, count)
+    data = copy_from_user_with_pkru(thread, buf, count, thread.pkru if pkru is None else pkru)
     got = 0 if isinstance(data, int) else len(data)
     if got < count:
         got -= got % PAGE_SIZE          # the partly filled page is dropped
@@ -219,12 +225,12 @@ def sys_write(thread: Thread, fd: int, buf: int, count: int) -> int:
     return got
 
 
-def sys_read(thread: Thread, fd: int, buf: int, count: int) -> int:
+def sys_read(thread: Thread, fd: int, buf: int, count: int, *, pkru: int | None = None) -> int:
     """``read(2)`` from a pipe: the kernel copies into ``buf`` under the caller's PKRU.
 
     ``pipe_read`` empties one pipe page at a time; a page that cannot be
     copied out completely stays in the pipe, and the call fails with EFAULT
-    if nothing was read before it.
+    if nothing was read before it. ``pkru`` as for :func:`sys_write`.
     """
     buf, count = cabi.ulong(buf), cabi.ulong(count)
     f = _file(thread, fd)
@@ -240,7 +246,8 @@ def sys_read(thread: Thread, fd: int, buf: int, count: int) -> int:
     while done < count and f.pipe.data:
         chars = min(count - done, PAGE_SIZE, len(f.pipe.data))
         chunk = bytes(f.pipe.data[:chars])
-        if copy_to_user(thread, buf + done, chunk) != chars:
+        if copy_to_user_with_pkru(thread, buf + done, chunk,
+                                  thread.pkru if pkru is None else pkru) != chars:
             return done if done else -EFAULT
         del f.pipe.data[:chars]
         done += chars

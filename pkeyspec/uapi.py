@@ -55,6 +55,7 @@ ENOENT = _errno.ENOENT
 ERANGE = _errno.ERANGE
 ESPIPE = _errno.ESPIPE
 EPIPE = _errno.EPIPE
+EOPNOTSUPP = _errno.EOPNOTSUPP
 
 # Signals (arch/x86/include/uapi/asm/signal.h)
 SIGILL = 4
@@ -79,6 +80,12 @@ NR_munmap = 11
 NR_pkey_mprotect = 329
 NR_pkey_alloc = 330
 NR_pkey_free = 331
+
+# io_uring (include/uapi/linux/io_uring.h): the setup flag, opcodes and SQE flag the model knows
+IORING_SETUP_SQPOLL = 1 << 1
+IORING_OP_READ = 22
+IORING_OP_WRITE = 23
+IOSQE_ASYNC = 1 << 4
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT

@@ -62,6 +62,7 @@ ERRNO_LITERALS = {
     "EIO": 5,
     "EAGAIN": 11,
     "ERANGE": 34,
+    "EOPNOTSUPP": 95,
 }
 
 # arch/x86/include/uapi/asm/signal.h
@@ -85,6 +86,14 @@ SYSCALL_LITERALS = {
     "NR_pkey_mprotect": 329,
     "NR_pkey_alloc": 330,
     "NR_pkey_free": 331,
+}
+
+# include/uapi/linux/io_uring.h (the same values in 6.1, 6.12 and 7.2)
+IO_URING_LITERALS = {
+    "IORING_SETUP_SQPOLL": 2,
+    "IORING_OP_READ": 22,
+    "IORING_OP_WRITE": 23,
+    "IOSQE_ASYNC": 16,
 }
 
 MMAP_MODULE_NAMES = sorted(n for n in MMAN_LITERALS if hasattr(mmap, n))
@@ -156,6 +165,12 @@ def test_x86_64_syscall_number(name):
     assert getattr(uapi, name) == SYSCALL_LITERALS[name]
 
 
+@pytest.mark.parametrize("name", sorted(IO_URING_LITERALS))
+def test_io_uring_constant_has_the_uapi_value(name):
+    """IORING_SETUP_SQPOLL 1 << 1, IORING_OP_READ 22, IORING_OP_WRITE 23, IOSQE_ASYNC 1 << 4."""
+    assert getattr(uapi, name) == IO_URING_LITERALS[name]
+
+
 def test_page_size_is_4k():
     """x86-64 base pages are 4096 bytes; PAGE_MASK clears the low 12 bits."""
     assert (uapi.PAGE_SHIFT, uapi.PAGE_SIZE) == (12, 4096)
@@ -170,7 +185,7 @@ def test_star_import_exports_the_linux_names():
     namespace = {}
     exec("from pkeyspec import *", namespace)
     for table in (MMAN_LITERALS, PKEY_LITERALS, ERRNO_LITERALS, SIGNAL_LITERALS,
-                  SI_CODE_LITERALS):
+                  SI_CODE_LITERALS, IO_URING_LITERALS):
         for name, value in table.items():
             assert namespace[name] == value, name
 
