@@ -1,13 +1,14 @@
 """What a program did before the call under test: generated prior histories, and small helpers.
 
-A history is a list of calls one thread makes: ``pkey_alloc`` (a few times in
-a row), ``pkey_free``, ``mmap`` of a few pages, ``pkey_mprotect`` or
+A history is a list of calls one thread makes: a run of ``pkey_alloc`` (so
+that the next key may be any of 1 to 15), then ``pkey_alloc`` a few times,
+``pkey_free``, ``mmap`` of a few pages, ``pkey_mprotect`` or
 ``mprotect(PROT_EXEC)`` of a page it mapped, a touch of such a page
 (``PTRACE_POKEDATA``, which never faults, so the page gets its page-table
-entry) and WRPKRU. :func:`replay`
-makes the calls in order and skips one Linux refuses, as a program ignores a
--1. A property replays a history before the call it is about, so that what it
-asserts does not hold only in a fresh process.
+entry) and WRPKRU, in any order. :func:`replay` makes the calls and skips one
+Linux refuses, as a program ignores a -1. A property replays a history before
+the call it is about, so that what it asserts does not hold only in a fresh
+process.
 
 The expectations of the properties never come from here: they are written
 from the statement and Linux's rules (``bits`` is the two PKRU bits of a key,
@@ -66,7 +67,8 @@ def histories(*, keep_key0: bool = False, max_size: int = 8):
         st.tuples(st.just("touch"), page, st.integers(0, 255)),
         st.tuples(st.just("wrpkru"), written),
     )
-    return st.lists(call, max_size=max_size)
+    first = st.tuples(st.just("pkey_alloc"), rights, st.integers(0, 14))
+    return st.builds(lambda run, calls: [run] + calls, first, st.lists(call, max_size=max_size))
 
 
 def replay(t, history) -> list[int]:
