@@ -83,7 +83,8 @@ def test_a_handler_gets_init_pkru_as_it_is_at_delivery(kernel, boot, history, wr
 def test_the_frame_holds_the_interrupted_pkru_and_sigreturn_restores_it(
         kernel, vendor, history, interrupted):
     """The frame's XSAVE image holds the interrupted PKRU at byte 2688 with bit 9 of XSTATE_BV set,
-    and sigreturn restores it. Exception: AMD's XSAVE leaves bit 9 clear for a PKRU of 0 (6.1)."""
+    and sigreturn restores it; except that on AMD before 6.12 XSAVE leaves bit 9 clear when that
+    PKRU is 0, so XRSTOR loads the init value, 0: the same value."""
     t = System(kernel=kernel, cpu_vendor=vendor).spawn()
     replay(t, history)
     frames = []
@@ -127,8 +128,8 @@ def test_a_wrpkru_in_the_handler_is_lost(kernel, vendor, history, interrupted, w
        interrupted=st.one_of(st.just(0), pkru_values.map(key0_open)), edit=pkru_values)
 def test_an_edit_of_the_frame_is_the_pkru_the_thread_resumes_with(
         kernel, vendor, history, interrupted, edit):
-    """A handler that writes a PKRU value into its frame makes the thread resume with that value.
-    Exception: on AMD before 6.12 a PKRU of 0 left bit 9 clear, so the edit is ignored."""
+    """A handler that writes a PKRU value into its frame makes the thread resume with that value;
+    except on AMD before 6.12 when the interrupted PKRU was 0: bit 9 is clear, the edit ignored."""
     t = System(kernel=kernel, cpu_vendor=vendor).spawn()
     replay(t, history)
     t.sigaction(SIGUSR1, lambda ctx: ctx.thread.store(ctx.fpstate + PKRU_SLOT, edit, 4))

@@ -110,7 +110,7 @@ def test_a_denied_kernel_copy_sends_no_signal(kernel, history, call, denied, tou
 def test_a_foreign_access_ignores_keys(
         kernel, history, caller_pkru, rights_for_k, how, from_child, write, touched):
     """/proc/PID/mem, the remote side of process_vm_readv/writev and PTRACE_PEEKDATA/POKEDATA read
-    and write a page whatever its key and the caller's PKRU, in the caller's own process or not."""
+    and write a page whatever its key and the caller's rights for it, in its own process or not."""
     t = System(kernel=kernel).spawn()
     replay(t, history)
     k = fresh_key(t)
