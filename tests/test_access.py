@@ -624,34 +624,3 @@ def test_execve_ends_the_other_threads():
     with pytest.raises(ProcessLookupError) as info:
         other.load(0x402000)
     assert info.value.errno == errno.ESRCH
-
-
-# --- HW-X86-NO-BARRIER: the first access after WRPKRU is judged by the new value ---------
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
-
-
-@settings(max_examples=200, deadline=None)
-@given(keys=st.integers(1, 15), before=st.integers(0, 2**32 - 1),
-       after=st.integers(0, 2**32 - 1), write=st.booleans())
-def test_access_after_wrpkru_is_judged_by_the_written_value(keys, before, after, write):
-    """For any PKRU before and after, and any key: the access right after WRPKRU faults
-    exactly when the written value denies it (key 0 kept open so the thread can run).
-
-    Facts: HW-X86-NO-BARRIER, HW-X86-AD-WD-SEMANTICS.
-    """
-    t = System().spawn()
-    for _ in range(keys):
-        k = t.pkey_alloc(0, 0)
-    a = t.mmap(0, PAGE, RW, ANON)
-    t.store(a, 1)
-    t.pkey_mprotect(a, PAGE, RW, k)
-    t.wrpkru(before & ~3)
-    value = after & ~3
-    t.wrpkru(value)
-    ad, wd = value >> (2 * k) & 1, value >> (2 * k + 1) & 1
-    end = t.store(a, 2) if write else t.load(a)
-    if ad or (write and wd):
-        assert_killed(end, SIGSEGV, SEGV_PKUERR, a, pkey=k)
-    else:
-        assert not isinstance(end, Killed)
