@@ -92,10 +92,16 @@ class World:
 def run(system: System, history: list) -> World:
     """Spawn a process on ``system``, map and fill the arena, then make the history's calls."""
     t = system.spawn()
-    w = World(system, history, threads=[t])
+    w = World(system, [], threads=[t])
     w.arena = t.mmap(0, ARENA_PAGES * PAGE_SIZE, 3, MAP_PRIVATE | MAP_ANONYMOUS)
     for i in range(ARENA_PAGES):
         t.store(w.page(i), 0x10 + i)
+    return replay(w, history)
+
+
+def replay(w: World, history: list) -> World:
+    """Make the calls of ``history`` in ``w`` (a failing call is ignored) and return ``w``."""
+    w.history = w.history + list(history)
     for name, who, *args in history:
         caller = w.threads[who % len(w.threads)]
         try:
