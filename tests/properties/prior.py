@@ -32,6 +32,11 @@ KERNELS = ("6.1", "6.12", "7.2")
 STABLE = ("6.12.4", "6.12.5")
 #: Every combination of PROT_READ, PROT_WRITE and PROT_EXEC.
 PROTS = tuple(range(8))
+#: Integers as a C caller may pass them: small, boundary and huge, of either sign.
+ANY_INT = st.one_of(
+    st.integers(), st.integers(-2**70, 2**70),
+    st.sampled_from([0, 1, -1, -2, 3, 4, 15, 16, 2**31 - 1, -2**31, 2**32 - 1, 2**32, 2**32 + 1,
+                     2**63, 2**64 - 1, 2**64, 9999, 0x1000, 0x01000000, 0x02000000, 0x03000000]))
 #: Keys a history hands to pkey_mprotect and pkey_free: -1 (half the time), every
 #: hardware key, and one past them.
 HISTORY_KEYS = st.one_of(st.just(-1), st.integers(0, 16))
@@ -172,6 +177,17 @@ def key_of(mm, addr: int):
     """The key of the VMA holding ``addr``; None when nothing is mapped there."""
     v = mm.find_vma(addr)
     return None if v is None else v.pkey
+
+
+def byte_at(mm, addr: int) -> int:
+    """The byte of private memory at ``addr`` (the arena's; 0 on a page mapped afresh)."""
+    return mm.memory.get(addr, 0)
+
+
+def exec_only(mm, addr: int) -> bool:
+    """Is the VMA at ``addr`` exactly PROT_EXEC and tagged with the execute-only key?"""
+    v = mm.find_vma(addr)
+    return v is not None and v.flags & 7 == PROT_EXEC and v.pkey == mm.execute_only_pkey
 
 
 def mapped_run(mm, addr: int, n: int) -> int:

@@ -9,8 +9,8 @@ from pkeyspec import (
 )
 from tests.properties import proves
 from tests.properties.prior import (
-    ARENA_PAGES, PROTS, free_keys, histories, key_of, map_bits, mapped_run, outcome, replay,
-    rights, user_keys, worlds,
+    ARENA_PAGES, PROTS, byte_at, exec_only, free_keys, histories, key_of, map_bits, mapped_run,
+    outcome, replay, rights, user_keys, worlds,
 )
 
 first_page = st.integers(0, ARENA_PAGES - 1)
@@ -28,19 +28,9 @@ def keys_of(w, addr, n):
     return [key_of(w.mm, addr + i * PAGE_SIZE) for i in range(n)]
 
 
-def byte_at(w, addr):
-    return w.mm.memory.get(addr, 0)
-
-
 def pkey_fault(end):
     """(signal, si_code, si_pkey) of how a process ended."""
     return isinstance(end, Killed) and (end.signo, end.siginfo.si_code, end.siginfo.si_pkey)
-
-
-def exec_only(mm, addr):
-    """Is the VMA at ``addr`` exactly PROT_EXEC and tagged with the execute-only key?"""
-    v = mm.find_vma(addr)
-    return v is not None and v.flags & 7 == PROT_EXEC and v.pkey == mm.execute_only_pkey
 
 
 def execute_only_key_to_come(mm):
@@ -72,7 +62,7 @@ def test_plain_prot_exec_takes_the_execute_only_key(w, first, n):
     assert rights(w.t.pkru, xo) & PKRU_AD_BIT
     assert w.t.pkru & ~(3 << 2 * xo) == pkru & ~(3 << 2 * xo)
     assert [u.pkru for u in w.threads[1:]] == others
-    assert w.t.execute(addr) == byte_at(w, addr)
+    assert w.t.execute(addr) == byte_at(w.mm, addr)
     assert pkey_fault(w.t.fork().load(addr)) == (SIGSEGV, SEGV_PKUERR, xo)
 
 
@@ -110,7 +100,7 @@ def test_prot_exec_with_a_key_is_as_readable_as_the_key(w, data, first, n, reade
     assume(user_keys(w.mm))
     key = data.draw(st.sampled_from(user_keys(w.mm)), "key")
     addr, n = mapped_range(w, first, n)
-    xo, expected_byte = w.mm.execute_only_pkey, byte_at(w, addr)
+    xo, expected_byte = w.mm.execute_only_pkey, byte_at(w.mm, addr)
     assert w.t.pkey_mprotect(addr, n * PAGE_SIZE, PROT_EXEC, key) == 0
     assert (keys_of(w, addr, n), w.mm.execute_only_pkey) == ([key] * n, xo)
     child = w.t.fork()
@@ -136,7 +126,7 @@ def test_leaving_execute_only_returns_to_key_0(w, xo_first, xo_n, first, n, prot
     reached = [w.page(first + i) for i in range(mapped_run(w.mm, w.page(first), n))]
     was_xo = [p for p in reached if exec_only(w.mm, p)]
     assume(was_xo)
-    expected_bytes = {p: byte_at(w, p) for p in was_xo}
+    expected_bytes = {p: byte_at(w.mm, p) for p in was_xo}
     assert outcome(w.t.mprotect, w.page(first), n * PAGE_SIZE, prot) in (0, "ENOMEM")
     assert [key_of(w.mm, p) for p in was_xo] == [0] * len(was_xo)
     assert w.mm.execute_only_pkey == xo and xo in map_bits(w.mm)
@@ -172,7 +162,7 @@ def test_no_free_key_means_no_execute_only(w, first, n):
     while outcome(w.t.pkey_alloc, 0, 0) != "ENOSPC":
         pass
     addr, n = mapped_range(w, first, n)
-    keys, pkru, expected_byte = keys_of(w, addr, n), w.t.pkru, byte_at(w, addr)
+    keys, pkru, expected_byte = keys_of(w, addr, n), w.t.pkru, byte_at(w.mm, addr)
     assert w.t.mprotect(addr, n * PAGE_SIZE, PROT_EXEC) == 0
     assert (keys_of(w, addr, n), w.mm.execute_only_pkey, w.t.pkru) == (keys, -1, pkru)
     reader = w.t.fork()

@@ -9,27 +9,12 @@ from pkeyspec import (
 )
 from tests.properties import proves
 from tests.properties.prior import (
-    ARENA_PAGES, PROTS, c_int, key_of, mapped_run, outcome, rights, twin, user_keys, worlds,
+    ANY_INT, ARENA_PAGES, PROTS, byte_at, c_int, exec_only, key_of, mapped_run, outcome, rights,
+    twin, user_keys, worlds,
 )
 
 GROWS = PROT_GROWSDOWN | PROT_GROWSUP
 VM_GROWSDOWN = 0x100
-#: Integers as a C caller may pass them: small, boundary and huge, of either sign.
-ANY_INT = st.one_of(
-    st.integers(), st.integers(-2**70, 2**70),
-    st.sampled_from([0, 1, -1, -2, 15, 16, 2**31 - 1, -2**31, 2**32 - 1, 2**32, 2**63,
-                     2**64 - 1, 2**64, 9999, 0x1000, GROWS, PROT_GROWSDOWN, PROT_GROWSUP]))
-
-
-def byte_at(w, addr):
-    """The byte the arena holds at ``addr`` (0 where the history mapped fresh pages)."""
-    return w.mm.memory.get(addr, 0)
-
-
-def exec_only(mm, addr):
-    """Is the VMA at ``addr`` exactly PROT_EXEC and tagged with the execute-only key?"""
-    v = mm.find_vma(addr)
-    return v is not None and v.flags & 7 == PROT_EXEC and v.pkey == mm.execute_only_pkey
 
 
 @proves("SYS-MPROT-NEG1")
@@ -63,7 +48,7 @@ def test_explicit_key_is_never_replaced(w, data, first, n, prot, reader):
     n = min(n, ARENA_PAGES - first)
     addr, xo, pkru = w.page(first), w.mm.execute_only_pkey, w.t.pkru
     reached = [addr + i * PAGE_SIZE for i in range(mapped_run(w.mm, addr, n))]
-    expected_byte = byte_at(w, addr)
+    expected_byte = byte_at(w.mm, addr)
     outcome(w.t.pkey_mprotect, addr, n * PAGE_SIZE, prot, key)
     assert [key_of(w.mm, p) for p in reached] == [key] * len(reached)
     assert (w.mm.execute_only_pkey, w.t.pkru) == (xo, pkru)
@@ -86,7 +71,7 @@ def test_retagging_needs_no_rights_to_either_key(w, data, first, n, pkru):
     n = min(n, ARENA_PAGES - first)
     addr = w.page(first)
     assume(mapped_run(w.mm, addr, n) == n)
-    expected_byte = byte_at(w, addr)
+    expected_byte = byte_at(w.mm, addr)
     w.t.wrpkru(pkru)
     assert w.t.pkey_mprotect(addr, n * PAGE_SIZE, PROT_READ | PROT_WRITE, new) == 0
     assert [key_of(w.mm, addr + i * PAGE_SIZE) for i in range(n)] == [new] * n
