@@ -42,6 +42,11 @@ ANY_INT = st.one_of(
 HISTORY_KEYS = st.one_of(st.just(-1), st.integers(0, 16))
 
 
+def mostly(good, *bad):
+    """``good`` three times in four, else one of ``bad``."""
+    return st.integers(0, 3).flatmap(lambda i: st.one_of(*bad) if i == 3 else good)
+
+
 def _step(pku: bool, exec_only: bool):
     prot = st.sampled_from([p for p in PROTS if exec_only or p != PROT_EXEC])
     page, pages = st.integers(0, ARENA_PAGES - 1), st.integers(1, 3)

@@ -9,8 +9,8 @@ from pkeyspec import (
 )
 from tests.properties import proves
 from tests.properties.prior import (
-    ANY_INT, ARENA_PAGES, PROTS, byte_at, c_int, exec_only, key_of, mapped_run, outcome, rights,
-    twin, user_keys, worlds,
+    ANY_INT, ARENA_PAGES, PROTS, byte_at, c_int, exec_only, key_of, mapped_run, mostly, outcome,
+    rights, twin, user_keys, worlds,
 )
 
 GROWS = PROT_GROWSDOWN | PROT_GROWSUP
@@ -161,11 +161,6 @@ def answer_by_the_steps(mm, addr, length, prot, key):
             return "EACCES", 10
         covered = v.end
     return ("ENOMEM" if covered < end else 0), 10
-
-
-def mostly(good, *bad):
-    """``good`` three times in four, else one of ``bad``."""
-    return st.integers(0, 3).flatmap(lambda i: st.one_of(*bad) if i == 3 else good)
 
 
 def arguments(w):
