@@ -183,7 +183,7 @@ def arguments(w):
 
 
 @proves("SYS-MPROT-CHECK-ORDER")
-@settings(deadline=None, max_examples=150)
+@settings(deadline=None, max_examples=100)
 @given(w=worlds(pku=(True, False)), data=st.data())
 def test_the_first_failing_step_answers(w, data):
     """Every call gets the answer of the first of the page's steps that fails (or 0), for

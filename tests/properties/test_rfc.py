@@ -56,7 +56,7 @@ def test_rfc_calls_get_and_set_the_callers_rights(w, data, who, access):
 
 
 @proves("RFC-ERRNO")
-@settings(deadline=None, max_examples=150)
+@settings(deadline=None, max_examples=100)
 @given(w=worlds(), key=mostly(st.integers(-2**31, 2**31 - 1), ANY_INT),
        flags=mostly(st.just(0), ANY_INT), access=st.integers(0, 3))
 def test_rfc_errno(w, key, flags, access):
