@@ -7,10 +7,9 @@ history: ``pkey_alloc``, ``pkey_free``, ``mmap`` and ``munmap`` in the arena,
 ``pkey_mprotect`` (key -1 is a plain ``mprotect``, and a plain
 ``mprotect(PROT_EXEC)`` is a step of its own, so that many histories take an
 execute-only key), ``wrpkru`` and ``clone``, each made by one of the
-process's threads. A step that fails is
-part of the history too. So the call under test meets VMAs with different
-keys and prots, holes, freed and reused keys, an execute-only key, and
-threads whose PKRU is anything.
+process's threads. A step that fails is part of the history too. So the
+call under test meets VMAs with different keys and prots, holes, freed and
+reused keys, an execute-only key, and threads whose PKRU is anything.
 
 The helpers at the end read what Linux's rules need straight from the
 model's state (the VMAs, the allocation map, a thread's PKRU); they never
