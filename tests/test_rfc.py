@@ -12,7 +12,6 @@ IDs are in the docstrings.
 import errno
 
 import pytest
-from hypothesis import given, settings, strategies as st
 
 from pkeyspec import (
     MAP_ANONYMOUS, MAP_PRIVATE, PKEY_DISABLE_ACCESS, PKEY_DISABLE_WRITE, PROT_EXEC, PROT_READ,
@@ -81,39 +80,6 @@ def test_out_of_range_key_whose_masked_bit_is_set_einval(key):
     assert err_of(rfc.pkey_get, t, key, 0) == errno.EINVAL
     assert err_of(rfc.pkey_set, t, key, AD, 0) == errno.EINVAL
     assert t.rdpkru() == before
-
-
-@settings(max_examples=300, deadline=None)
-@given(key=st.integers(-2**31, 2**31 - 1), allocs=st.integers(0, 15),
-       rights=st.integers(0, 3))
-def test_rfc_errno_property(key, allocs, rights):
-    """For every int key and every map: EBADF exactly when bit ``key & 31`` of the map is
-    clear; EINVAL when it is set but the key is not 0..15; otherwise the caller's rights.
-
-    Facts: RFC-ERRNO, RFC-SIGNATURES.
-    """
-    t = spawn()
-    for _ in range(allocs):
-        t.pkey_alloc(0, rights)
-    mm_map = t.process.mm.pkey_allocation_map
-    before = t.rdpkru()
-    if not mm_map >> (key & 31) & 1:
-        expected = errno.EBADF
-    elif not 0 <= key < 16:
-        expected = errno.EINVAL
-    else:
-        expected = None
-    if expected is None:
-        assert rfc.pkey_get(t, key, 0) == bits_to_rights(bits(before, key))
-    else:
-        assert err_of(rfc.pkey_get, t, key, 0) == expected
-        assert err_of(rfc.pkey_set, t, key, 0, 0) == expected
-        assert t.rdpkru() == before
-
-
-def bits_to_rights(b):
-    """PKRU bits (AD=1, WD=2) as the RFC's pkey_get reports them: AD reads back as AD|WD."""
-    return AD | WD if b & 1 else b
 
 
 def test_freed_key_ebadf():
