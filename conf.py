@@ -51,10 +51,6 @@ exclude_patterns = ["_build", ".venv", "_data"]  # relative to docs/
 # Every cross-reference must resolve (sphinx-build -n does the same).
 nitpicky = True
 
-# TEMPORARY, while the properties of tests/properties/ are being written: a
-# stated guarantee without one is not yet an error. To be removed (default True).
-pkeyspec_require_properties = False
-
 # -- MyST --------------------------------------------------------------------
 
 # colon_fence: ::: fences, needed by sphinx-design (tabs, grids, dropdowns).

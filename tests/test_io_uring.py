@@ -13,8 +13,6 @@ and SQPOLL threads are not kthreads.
 import errno
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from pkeyspec import (
     IORING_OP_READ, IORING_OP_WRITE, IORING_SETUP_SQPOLL, IOSQE_ASYNC, MAP_ANONYMOUS, MAP_PRIVATE,
@@ -381,42 +379,3 @@ def test_an_inline_write_to_a_pipe_without_readers_is_epipe_with_sigpipe():
     ring = t.io_uring_setup(8)
     assert t.io_uring_submit(ring, WRITE, w, buf, 8) == -errno.EPIPE
     assert t.process.end is None
-
-
-# --- the property ------------------------------------------------------------------------------
-
-rights = st.sampled_from([0, AD, WD, AD | WD])
-
-
-@settings(max_examples=200, deadline=None, database=None)
-@given(key=st.integers(1, 15), at_creation=rights, now=rights, init_pkru=st.sampled_from(
-    [0x55555554, 0, 0xFFFFFFFC, 0x55555550]), kernel=st.sampled_from(KERNELS), op=st.sampled_from(
-    [READ, WRITE]))
-def test_each_executor_checks_the_pkru_it_was_created_with(key, at_creation, now, init_pkru, kernel,
-                                                            op):
-    """For any key and any rights: an inline request is allowed iff the submitter's current rights
-    allow the copy; a punted one iff the rights when its worker was made allow it; an SQPOLL one
-    iff the rights at io_uring_setup allow it. init_pkru never matters (KERN-KTHREAD-DEFAULT)."""
-    t = System(kernel=kernel, init_pkru=init_pkru).spawn()
-    while (k := t.pkey_alloc(0, 0)) != key:
-        pass
-    buf = t.mmap(0, PAGE, RW, ANON)
-    t.store(buf, 1)
-    t.pkey_mprotect(buf, PAGE, RW, key)
-    r, w = t.pipe()
-    assert t.write(w, buf, 64) == 64
-
-    def allowed(rr):        # READ writes the buffer (needs neither AD nor WD); WRITE reads it
-        return not rr & (AD | WD) if op == READ else not rr & AD
-
-    fd = r if op == READ else w
-    set_rights = lambda rr: t.wrpkru(pkru_with_rights(t.rdpkru(), k, rr))
-    set_rights(at_creation)
-    ring, sq = t.io_uring_setup(8), t.io_uring_setup(8, IORING_SETUP_SQPOLL)
-    first = t.io_uring_submit(ring, op, fd, buf, 8, ASYNC)
-    set_rights(now)
-    results = [t.io_uring_submit(ring, op, fd, buf, 8), t.io_uring_submit(ring, op, fd, buf, 8, ASYNC),
-               t.io_uring_submit(sq, op, fd, buf, 8), first]
-    expected = [allowed(now), allowed(at_creation), allowed(at_creation), allowed(at_creation)]
-    assert [res == 8 for res in results] == expected
-    assert all(res in (8, EFAULT) for res in results)

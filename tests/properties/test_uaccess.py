@@ -6,7 +6,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from pkeyspec import PAGE_SIZE, PTRACE_PEEKDATA, PTRACE_POKEDATA, SIGSEGV, System
+from pkeyspec import (
+    IORING_OP_READ, IORING_OP_WRITE, IORING_SETUP_SQPOLL, IOSQE_ASYNC, PAGE_SIZE, PTRACE_PEEKDATA,
+    PTRACE_POKEDATA, SIGSEGV, System,
+)
 from tests.properties import proves
 from tests.properties.histories import (
     AD, ANON, RW, WD, bits, fresh_key, histories, key0_open, keyed_page, kernels, pkru_values,
@@ -134,3 +137,44 @@ def test_a_foreign_access_ignores_keys(
         assert t.load(page) == 0x5a
     else:
         assert caller.load(local) == (0x41 if touched else 0)
+
+
+# --- KERN-KTHREAD-DEFAULT: io_uring's executors are not kernel threads ------------------------
+
+RIGHTS = st.sampled_from([0, AD, WD, AD | WD])
+
+
+@proves("KERN-KTHREAD-DEFAULT")
+@settings(max_examples=150, deadline=None, database=None)
+@given(key=st.integers(1, 15), at_creation=RIGHTS, now=RIGHTS, init_pkru=st.sampled_from(
+    [0x55555554, 0, 0xFFFFFFFC, 0x55555550]), kernel=kernels, op=st.sampled_from(
+    [IORING_OP_READ, IORING_OP_WRITE]))
+def test_each_io_uring_executor_checks_the_pkru_it_was_created_with(key, at_creation, now,
+                                                                     init_pkru, kernel, op):
+    """For any key and rights: an inline request is allowed iff the submitter's current rights
+    allow the copy; a punted one iff the rights when its worker was made allow it; an SQPOLL one
+    iff the rights at io_uring_setup allow it. init_pkru, a kthread's PKRU, never matters."""
+    t = System(kernel=kernel, init_pkru=init_pkru).spawn()
+    while (k := t.pkey_alloc(0, 0)) != key:
+        pass
+    buf = t.mmap(0, PAGE_SIZE, RW, ANON)
+    t.store(buf, 1)
+    t.pkey_mprotect(buf, PAGE_SIZE, RW, key)
+    r, w = t.pipe()
+    assert t.write(w, buf, 64) == 64
+
+    def allowed(rr):        # READ writes the buffer (needs neither AD nor WD); WRITE reads it
+        return not rr & (AD | WD) if op == IORING_OP_READ else not rr & AD
+
+    fd = r if op == IORING_OP_READ else w
+    set_rights = lambda rr: t.wrpkru(with_bits(t.rdpkru(), k, rr))
+    set_rights(at_creation)
+    ring, sq = t.io_uring_setup(8), t.io_uring_setup(8, IORING_SETUP_SQPOLL)
+    first = t.io_uring_submit(ring, op, fd, buf, 8, IOSQE_ASYNC)
+    set_rights(now)
+    results = [t.io_uring_submit(ring, op, fd, buf, 8),
+               t.io_uring_submit(ring, op, fd, buf, 8, IOSQE_ASYNC),
+               t.io_uring_submit(sq, op, fd, buf, 8), first]
+    expected = [allowed(now), allowed(at_creation), allowed(at_creation), allowed(at_creation)]
+    assert [res == 8 for res in results] == expected
+    assert all(res in (8, -errno.EFAULT) for res in results)
