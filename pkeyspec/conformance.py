@@ -690,9 +690,8 @@ class Observation:
 
     @property
     def short_label(self) -> str:
-        """``6.12.117``, ``7.2.13 no PKU``: the release without Debian's suffixes."""
-        return (self.meta["kernel"].split("+")[0].removesuffix("-amd64")
-                + ("" if self.meta["pku"] else " no PKU"))
+        """``6.12.117``, ``7.2.13 no PKU``: the stable release the kernel was built from."""
+        return self.model_kernel + ("" if self.meta["pku"] else " no PKU")
 
     @property
     def model_kernel(self) -> str:
@@ -743,6 +742,11 @@ def observation_files(directory: str | os.PathLike = OBSERVATION_DIR) -> list[Pa
     return sorted(Path(directory).glob("*.jsonl"), key=key)
 
 
+def label_order(label: str) -> tuple:
+    """Sort key of :attr:`Observation.short_label`: PKU runs first, then by release."""
+    return label.endswith("no PKU"), tuple(int(x) for x in label.split()[0].split("."))
+
+
 def observed_facts(scenarios: list[Scenario], paths) -> dict[str, dict[str, list[str]]]:
     """Fact ID -> scenario -> the kernels (labels) whose observation file has its results.
 
@@ -753,6 +757,7 @@ def observed_facts(scenarios: list[Scenario], paths) -> dict[str, dict[str, list
     out: dict[str, dict[str, list[str]]] = {}
     for sc in scenarios:
         kernels = [o.short_label for o in observations if o.results.get(sc.name)]
+        kernels.sort(key=label_order)
         if not kernels:
             continue
         for fact in sc.facts:

@@ -140,7 +140,8 @@ class Guarantee(SphinxDirective):
         title += nodes.literal(text=fact_id, classes=["fact"])
         title += nodes.Text(f" · {kind} · ")
         if observed:
-            kernels = sorted({k for ks in observed.values() for k in ks})
+            from ..conformance import label_order
+            kernels = sorted({k for ks in observed.values() for k in ks}, key=label_order)
             title += nodes.inline(classes=["pkeyspec-observed"],
                                   text="observed on " + ", ".join(kernels))
         else:
@@ -312,7 +313,8 @@ def _status_table(app, fromdoc: str) -> nodes.table:
         if fact is not None and not fact.modelled:
             statement += nodes.inline(classes=["pkeyspec-not-modelled"], text=f" [{fact.model}]")
         if fact is not None and fact.source:
-            statement += nodes.Text(f" Source: {fact.source}.")
+            statement += nodes.inline(classes=["pkeyspec-fact-source"],
+                                      text=f" Source: {fact.source}.")
         checks = nodes.paragraph()
         parts: list[nodes.Node] = []
         for name in stated[0][5] if stated else ():
