@@ -306,7 +306,8 @@ def sys_mmap(thread: Thread, addr: int, length: int, prot: int, flags: int,
         vm_flags |= VM_SHARED | VM_MAYSHARE
         shmem = thread.system.new_shmem()
     elif maptype == MAP_PRIVATE or (maptype == MAP_DROPPABLE and thread.system.kernel >= (6, 11)):
-        if vm_flags & VM_WRITE:
+        # A droppable mapping is VM_NORESERVE, so never accounted (do_mmap, mmap_region).
+        if vm_flags & VM_WRITE and maptype == MAP_PRIVATE:
             vm_flags |= VM_ACCOUNT
     else:
         return -EINVAL

@@ -829,3 +829,20 @@ def test_smaps_rss_counts_written_pages_not_the_zero_page():
     assert "Rss:                   4 kB" in block
     t.store(a + 2 * PAGE, 1)                 # copy on write: now a page of its own
     assert "Rss:                   8 kB" in smaps_block(t, a)
+
+
+def test_map_droppable_is_private_but_never_accounted():
+    """6.11+: MAP_DROPPABLE maps like MAP_PRIVATE, with VM_NORESERVE, so no VM_ACCOUNT ("ac")
+    in smaps even when writable (mm/mmap.c do_mmap); before 6.11 it is EINVAL.
+
+    Facts: none (mmap's own rules).
+    """
+    from pkeyspec import MAP_DROPPABLE
+    t = System(kernel="6.12").spawn()
+    d = t.mmap(0, PAGE, PROT_READ | PROT_WRITE, MAP_DROPPABLE | MAP_ANONYMOUS)
+    p = t.mmap(0, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    flags = {v.start: v.flags for v in t.process.mm.vmas}
+    from pkeyspec.mm import VM_ACCOUNT
+    assert not flags[d] & VM_ACCOUNT and flags[p] & VM_ACCOUNT
+    assert err(System(kernel="6.1").spawn().mmap, 0, PAGE, PROT_READ,
+               MAP_DROPPABLE | MAP_ANONYMOUS) == errno.EINVAL
