@@ -171,11 +171,11 @@ class Guarantee(SphinxDirective):
 
 
 def _direct(section: nodes.Element):
-    """The nodes of ``section`` that are not inside a nested section."""
+    """The nodes of ``section`` outside nested sections and guarantees (each counted once)."""
     stack = list(section.children)
     while stack:
         node = stack.pop()
-        if isinstance(node, nodes.section):
+        if isinstance(node, (nodes.section, guarantee_node)):
             continue
         yield node
         stack.extend(getattr(node, "children", ()))
