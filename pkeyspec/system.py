@@ -137,7 +137,7 @@ class System:
     def spawn(self) -> Thread:
         """A new process running a fresh program; returns its main thread."""
         pid = self._new_id()
-        proc = Process(self, pid, self._fresh_mm())
+        proc = Process(self, pid, self._fresh_mm(), pgid=pid)
         self.processes[pid] = proc
         thread = Thread(proc, pid, self.init_pkru_value, sp=initial_sp(proc.mm),
                         rseq=RSEQ_AREA)
@@ -165,7 +165,7 @@ class System:
                 for vpn in [p for p in child_mm.ptes if vma.start <= p * PAGE_SIZE < vma.end]:
                     del child_mm.ptes[vpn]
         proc = Process(self, pid, child_mm, sigactions=dict(parent.process.sigactions),
-                       fds=dict(parent.process.fds))
+                       fds=dict(parent.process.fds), pgid=parent.process.pgid)
         for f in proc.fds.values():
             if hasattr(f, "pipe"):
                 if f.write:
@@ -238,7 +238,8 @@ class System:
             memo[id(mm)] = mm2
             proc2 = Process(new, pid, mm2, end=proc.end, execs=proc.execs,
                             sigactions=dict(proc.sigactions),
-                            fds={fd: copy.deepcopy(f, memo) for fd, f in proc.fds.items()})
+                            fds={fd: copy.deepcopy(f, memo) for fd, f in proc.fds.items()},
+                            stopped=proc.stopped, pgid=proc.pgid)
             memo[id(proc)] = proc2
             for t in proc.threads:
                 t2 = Thread(proc2, t.tid, t.pkru, sp=t.sp, altstack=t.altstack,
@@ -254,7 +255,8 @@ class System:
         procs = []
         for pid, p in sorted(self.processes.items()):
             mm = p.mm
-            procs.append((pid, repr(p.end), mm.pkey_allocation_map, mm.execute_only_pkey,
+            procs.append((pid, repr(p.end), p.stopped, p.pgid, mm.pkey_allocation_map,
+                          mm.execute_only_pkey,
                           tuple((v.start, v.end, v.flags, v.pkey, v.name, v.anon_vma, v.shmem)
                                 for v in mm.vmas),
                           tuple(sorted(mm.ptes.items())), tuple(sorted(mm.memory.items())),
