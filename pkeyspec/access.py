@@ -172,6 +172,8 @@ def set_byte(system: System, mm: Mm, addr: int, value: int) -> None:
 
 
 def _check_size(size: int) -> int:
+    """The contract: an access moves 1, 2, 4 or 8 bytes; another size is a ValueError."""
+    size = cabi.index(size)
     if size not in ACCESS_SIZES:
         raise ValueError(f"an x86 load or store moves 1, 2, 4 or 8 bytes, not {size}")
     return size

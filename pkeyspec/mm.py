@@ -258,6 +258,7 @@ def sys_mmap(thread: Thread, addr: int, length: int, prot: int, flags: int,
     addr, length, prot, flags, offset = (cabi.ulong(addr), cabi.ulong(length),
                                          cabi.ulong(prot), cabi.ulong(flags),
                                          cabi.ulong(offset))
+    fd = cabi.ulong(fd)                 # unused: an anonymous mapping ignores it
     mm = thread.process.mm
     if offset & (PAGE_SIZE - 1):
         return -EINVAL
@@ -487,6 +488,7 @@ def smaps(mm: Mm) -> str:
 
 def smaps_pkey(mm: Mm, addr: int) -> int | None:
     """The ``ProtectionKey:`` value of the VMA holding ``addr``, as a reader of smaps finds it."""
+    addr = cabi.ulong(addr)
     text = smaps(mm)
     current = None
     for line in text.splitlines():

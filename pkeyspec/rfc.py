@@ -46,23 +46,24 @@ def _fail(err: int) -> OSError:
 
 def rfc_pkey_allocated(mm_map: int, pkey: int) -> bool:
     """The RFC's test, ``READ_ONCE(map) & (1U << pkey)``, with x86-64's 5-bit shift count."""
-    return bool(mm_map & (1 << (pkey & 31)))
+    return bool(cabi.index(mm_map) & (1 << (cabi.index(pkey) & 31)))
 
 
 def read_map(thread: Thread, pkey: int, flags: int) -> bool:
     """Step 1 of both calls: check flags, then ``READ_ONCE`` the allocation map."""
     thread._enter()
-    if cabi.ulong(flags):
+    pkey, flags = cabi.int32(pkey), cabi.ulong(flags)
+    if flags:
         raise _fail(EINVAL)
-    return rfc_pkey_allocated(thread.process.mm.pkey_allocation_map, cabi.int32(pkey))
+    return rfc_pkey_allocated(thread.process.mm.pkey_allocation_map, pkey)
 
 
 def get_rights(thread: Thread, pkey: int, allocated: bool) -> int:
     """Step 2 of ``pkey_get``: EBADF if step 1 saw the key free, else the caller's rights."""
     thread._enter()
+    pkey, pkru = cabi.int32(pkey), thread.pkru
     if not allocated:
         raise _fail(EBADF)
-    pkey, pkru = cabi.int32(pkey), thread.pkru
     if not 0 <= pkey < NR_PKEYS:
         raise _fail(EINVAL)
     # arch_get_user_pkey_access: AD disables writes too, so AD reads back as AD|WD.
@@ -73,12 +74,12 @@ def get_rights(thread: Thread, pkey: int, allocated: bool) -> int:
 def set_rights(thread: Thread, pkey: int, access_rights: int, allocated: bool) -> int:
     """Step 2 of ``pkey_set``: EBADF if step 1 saw the key free, else write the caller's PKRU."""
     thread._enter()
+    pkey, access_rights = cabi.int32(pkey), cabi.ulong(access_rights)
     if not allocated:
         raise _fail(EBADF)
-    pkey = cabi.int32(pkey)
     if not 0 <= pkey < NR_PKEYS:
         raise _fail(EINVAL)
-    ret = arch_set_user_pkey_access(thread, pkey, cabi.ulong(access_rights))
+    ret = arch_set_user_pkey_access(thread, pkey, access_rights)
     if ret < 0:
         raise _fail(-ret)
     return 0

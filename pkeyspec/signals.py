@@ -84,8 +84,30 @@ MAX_REEXECUTIONS = 8
 GENERIC_SI_CODES = {0: "SI_USER", -6: "SI_TKILL", 0x80: "SI_KERNEL"}
 
 
+def _number(value: int) -> str:
+    """An int for a repr: in hex when it is too long to print in decimal."""
+    return str(value) if -(1 << 64) < value < 1 << 64 else f"{value:#x}"
+
+
 def signal_name(signo: int) -> str:
-    return SIGNAL_NAMES.get(signo, str(signo))
+    """``"SIGSEGV"`` for 11; a number without a name (a real-time signal) as itself."""
+    return SIGNAL_NAMES.get(cabi.index(signo)) or _number(signo)
+
+
+def _ints(record, *names: str, optional: tuple[str, ...] = ()) -> None:
+    """A record's fields must be ints (None allowed for ``optional``): a TypeError at once."""
+    for name in names + optional:
+        value = getattr(record, name)
+        if not (isinstance(value, int) or (value is None and name in optional)):
+            raise TypeError(f"{type(record).__name__}.{name} is an int"
+                            f"{' or None' if name in optional else ''}, not {type(value).__name__}")
+
+
+def _siginfo_or_none(record, name: str, optional: bool) -> None:
+    value = getattr(record, name)
+    if not (isinstance(value, Siginfo) or (optional and value is None)):
+        raise TypeError(f"{type(record).__name__}.{name} is a Siginfo"
+                        f"{' or None' if optional else ''}, not {type(value).__name__}")
 
 
 @dataclass(frozen=True)
@@ -102,12 +124,15 @@ class Siginfo:
     si_addr: int = 0
     si_pkey: int = 0
 
+    def __post_init__(self) -> None:
+        _ints(self, "si_signo", "si_code", "si_addr", "si_pkey")
+
     def __repr__(self) -> str:
         code = SI_CODE_NAMES.get(self.si_signo, {}).get(self.si_code) or \
-            GENERIC_SI_CODES.get(self.si_code, str(self.si_code))
+            GENERIC_SI_CODES.get(self.si_code) or _number(self.si_code)
         text = f"{signal_name(self.si_signo)}, si_code={code}, si_addr={self.si_addr:#x}"
         if code == "SEGV_PKUERR":
-            text += f", si_pkey={self.si_pkey}"
+            text += f", si_pkey={_number(self.si_pkey)}"
         return f"Siginfo({text})"
 
 
@@ -117,8 +142,11 @@ class Exited:
 
     status: int
 
+    def __post_init__(self) -> None:
+        _ints(self, "status")
+
     def __repr__(self) -> str:
-        return f"Exited({self.status})"
+        return f"Exited({_number(self.status)})"
 
 
 @dataclass(frozen=True)
@@ -132,6 +160,10 @@ class Killed:
     signo: int
     siginfo: Siginfo | None = None
     err: int | None = None
+
+    def __post_init__(self) -> None:
+        _ints(self, "signo", optional=("err",))
+        _siginfo_or_none(self, "siginfo", True)
 
     def __repr__(self) -> str:
         text = signal_name(self.signo)
@@ -151,6 +183,9 @@ class Livelock:
     """
 
     siginfo: Siginfo
+
+    def __post_init__(self) -> None:
+        _siginfo_or_none(self, "siginfo", False)
 
     def __repr__(self) -> str:
         return f"Livelock({repr(self.siginfo)[len('Siginfo('):-1]})"
@@ -187,11 +222,16 @@ class SignalContext:
 
     def __init__(self, thread: Thread, info: Siginfo, frame: int, fpstate: int,
                  err: int | None) -> None:
+        from .tasks import Thread
+        if not isinstance(thread, Thread):
+            raise TypeError(f"SignalContext.thread is a Thread, not {type(thread).__name__}")
         self.thread = thread
         self.info = info
         self.frame = frame
         self.fpstate = fpstate
         self.err = err
+        _siginfo_or_none(self, "info", False)
+        _ints(self, "frame", "fpstate", optional=("err",))
 
     @property
     def frame_pkru_address(self) -> int:

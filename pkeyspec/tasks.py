@@ -314,7 +314,9 @@ class Thread:
         """
         self._enter()
         rseq = None
-        if stack is None:
+        if stack is not None:
+            stack = cabi.ulong(stack)           # the stack pointer is a 64-bit register
+        else:
             from .uapi import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
             size = 64 * 1024
             base = _syscall(mm_.sys_mmap(self, 0, size, PROT_READ | PROT_WRITE,
@@ -354,7 +356,7 @@ class Thread:
     def exit_group(self, status: int) -> None:
         """End the process with ``status`` (``_exit``)."""
         self._enter()
-        self.process.terminate(Exited(status & 0xFF))
+        self.process.terminate(Exited(cabi.int32(status) & 0xFF))
 
     # --- instructions (each one atomic step) ----------------------------------
     def load(self, addr: int, size: int = 1) -> int | Killed:

@@ -372,18 +372,17 @@ def sys_ptrace(thread: Thread, request: int, pid: int, addr: int, data: int) -> 
 
     The model does not check the tracing relationship or the tracee's stop state.
     """
-    request = cabi.int32(request)
+    request, addr, data = cabi.int32(request), cabi.ulong(addr), cabi.ulong(data)
     target = _target(thread, pid)
     if target is None:
         return -ESRCH
-    addr = cabi.ulong(addr)
     if request == PTRACE_PEEKDATA:
         got = access_remote_vm(thread.system, target.mm, addr, 8, write=False, force=True)
         if isinstance(got, int) or len(got) != 8:
             return -EIO
         return int.from_bytes(got, "little")
     if request == PTRACE_POKEDATA:
-        word = cabi.ulong(data).to_bytes(8, "little")
+        word = data.to_bytes(8, "little")
         done = access_remote_vm(thread.system, target.mm, addr, 8, write=True, data=word,
                                 force=True)
         return 0 if done == 8 else -EIO

@@ -1580,3 +1580,24 @@ def test_ignored_by_default_signal_sent_to_another_thread_is_dropped():
     t.sigaction(SIGCHLD, lambda ctx: seen.append(1))
     assert u.rdpkru() == INIT_PKRU and seen == []
 
+
+@pytest.mark.parametrize("make", [
+    lambda: __import__("pkeyspec").Siginfo("11", 1),
+    lambda: __import__("pkeyspec").Siginfo(11, 1, si_addr=None),
+    lambda: Killed(9, siginfo="x"),
+    lambda: Killed(None),
+    lambda: Exited(None),
+    lambda: Livelock(None),
+    lambda: __import__("pkeyspec").SignalContext(None, __import__("pkeyspec").Siginfo(10, 0), 0, 0, None),
+])
+def test_records_refuse_a_wrong_type_at_once(make):
+    """The records the model returns check their fields when made, so a bad one cannot fail
+    later (in a repr or a comparison)."""
+    with pytest.raises(TypeError):
+        make()
+
+
+def test_record_reprs_of_huge_numbers():
+    """A number too long for decimal (Python refuses more than 4300 digits) is shown in hex."""
+    assert repr(Exited(10**5000)).startswith("Exited(0x")
+    assert repr(Killed(2**70)) == "Killed(0x400000000000000000)"
