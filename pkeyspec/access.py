@@ -122,7 +122,7 @@ def user_access(thread: Thread, addr: int, *, write: bool = False, fetch: bool =
     """
     if USER_HALF_END <= addr < KERNEL_HALF or addr >= 1 << 64:
         # A non-canonical address: #GP, which Linux reports as SI_KERNEL.
-        return force_sig_fault(thread, Siginfo(SIGSEGV, SI_KERNEL, 0))
+        return unfixable_fault(thread, Siginfo(SIGSEGV, SI_KERNEL, 0))
     info = None
     for _ in range(MAX_REEXECUTIONS):
         fault = page_access(thread.process.mm, thread.pkru, addr, write=write, fetch=fetch)
@@ -134,6 +134,28 @@ def user_access(thread: Thread, addr: int, *, write: bool = False, fetch: bool =
             return end
     end = Livelock(info)
     thread.process.terminate(end)
+    return end
+
+
+def unfixable_fault(thread: Thread, info: Siginfo):
+    """A fault that no handler of the model can repair: #GP (a non-canonical address,
+    RDPKRU or WRPKRU with ECX or EDX not 0) or #UD (no PKU).
+
+    The cause is in the instruction's registers, which the model's handlers
+    cannot change, so each time a handler returns the instruction faults
+    again: the process ends, or after MAX_REEXECUTIONS the model records a
+    livelock. Returns how the process ended; None only when a handler
+    replaced the program (execve), so the instruction is gone.
+    """
+    proc, execs = thread.process, thread.process.execs
+    for _ in range(MAX_REEXECUTIONS):
+        end = force_sig_fault(thread, info)
+        if end is not None:
+            return end
+        if proc.execs != execs or thread not in proc.threads:
+            return None
+    end = Livelock(info)
+    proc.terminate(end)
     return end
 
 
@@ -220,18 +242,20 @@ def execute(thread: Thread, addr: int) -> int | Killed:
 
 def rdpkru(thread: Thread, ecx: int = 0) -> int | Killed:
     """RDPKRU: EAX = PKRU. ECX must be 0 (#GP); without CR4.PKE it is #UD (SIGILL)."""
+    ecx = cabi.ulong(ecx)
     if not thread.process.mm.ospke:
-        return force_sig_fault(thread, Siginfo(SIGILL, ILL_ILLOPN, 0))
-    if cabi.ulong(ecx) & U32:
-        return force_sig_fault(thread, Siginfo(SIGSEGV, SI_KERNEL, 0))
+        return unfixable_fault(thread, Siginfo(SIGILL, ILL_ILLOPN, 0))
+    if ecx & U32:
+        return unfixable_fault(thread, Siginfo(SIGSEGV, SI_KERNEL, 0))
     return thread.pkru
 
 
 def wrpkru(thread: Thread, eax: int, ecx: int = 0, edx: int = 0) -> None | Killed:
     """WRPKRU: PKRU = EAX. ECX and EDX must be 0 (#GP). Unprivileged (SEC-UNPRIV-WRITERS)."""
+    eax, ecx, edx = cabi.ulong(eax), cabi.ulong(ecx), cabi.ulong(edx)
     if not thread.process.mm.ospke:
-        return force_sig_fault(thread, Siginfo(SIGILL, ILL_ILLOPN, 0))
-    if cabi.ulong(ecx) & U32 or cabi.ulong(edx) & U32:
-        return force_sig_fault(thread, Siginfo(SIGSEGV, SI_KERNEL, 0))
-    thread.pkru = cabi.ulong(eax) & U32
+        return unfixable_fault(thread, Siginfo(SIGILL, ILL_ILLOPN, 0))
+    if ecx & U32 or edx & U32:
+        return unfixable_fault(thread, Siginfo(SIGSEGV, SI_KERNEL, 0))
+    thread.pkru = eax & U32
     return None

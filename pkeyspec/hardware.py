@@ -94,7 +94,8 @@ def pkru_rights(pkru: int, pkey: int) -> int:
     ...
     ValueError: a protection key is 0 to 15, not -1
     """
-    return (cabi.index(pkru) >> (checked_pkey(pkey) * PKRU_BITS_PER_PKEY)) & (PKRU_AD_BIT | PKRU_WD_BIT)
+    pkru = cabi.index(pkru)
+    return (pkru >> (checked_pkey(pkey) * PKRU_BITS_PER_PKEY)) & (PKRU_AD_BIT | PKRU_WD_BIT)
 
 
 def pkru_with_rights(pkru: int, pkey: int, rights: int) -> int:
@@ -107,10 +108,11 @@ def pkru_with_rights(pkru: int, pkey: int, rights: int) -> int:
     ...
     ValueError: a protection key is 0 to 15, not 8589934592
     """
+    pkru, pkey, rights = cabi.index(pkru), cabi.index(pkey), cabi.index(rights)
     shift = checked_pkey(pkey) * PKRU_BITS_PER_PKEY
     rights = checked_rights(rights)
     mask = (PKRU_AD_BIT | PKRU_WD_BIT) << shift
-    return (cabi.index(pkru) & ~mask & U32) | (rights << shift)
+    return (pkru & ~mask & U32) | (rights << shift)
 
 
 def pkru_allows_read(pkru: int, pkey: int) -> bool:
@@ -138,7 +140,8 @@ def pte_pkey(pte: int) -> int:
 
 def pte_with_pkey(pte: int, pkey: int) -> int:
     """The 64-bit ``pte`` with its key field set to ``pkey`` (0 to 15); the NX bit (63) is untouched."""
-    return (cabi.ulong(pte) & ~_PAGE_PKEY_MASK) | (checked_pkey(pkey) << _PAGE_BIT_PKEY_BIT0)
+    pte, pkey = cabi.ulong(pte), cabi.index(pkey)
+    return (pte & ~_PAGE_PKEY_MASK) | (checked_pkey(pkey) << _PAGE_BIT_PKEY_BIT0)
 
 
 @dataclass(frozen=True)
@@ -245,6 +248,7 @@ def check_user_access(pte: Pte | None, pkru: int, *, write: bool, fetch: bool,
     """
     if pte is not None and not isinstance(pte, Pte):
         raise TypeError(f"a PTE is a Pte or None, not {type(pte).__name__}")
+    pkru = cabi.index(pkru)
     err = X86_PF_USER
     if write:
         err |= X86_PF_WRITE

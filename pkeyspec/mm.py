@@ -483,7 +483,7 @@ def smaps(mm: Mm) -> str:
             lines.append(f"ProtectionKey:  {v.pkey:8d}")
         flags = " ".join(n for bit, n in _SMAPS_FLAG_NAMES if v.flags & bit)
         lines.append(f"VmFlags: {flags} ")
-    return "\n".join(lines) + "\n"
+    return "".join(line + "\n" for line in lines)
 
 
 def smaps_pkey(mm: Mm, addr: int) -> int | None:
@@ -492,7 +492,7 @@ def smaps_pkey(mm: Mm, addr: int) -> int | None:
     text = smaps(mm)
     current = None
     for line in text.splitlines():
-        if line[:1] in "0123456789abcdef" and "-" in line.split()[0]:
+        if line[:1] and line[0] in "0123456789abcdef" and "-" in line.split()[0]:
             lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
             current = lo <= addr < hi
         elif line.startswith("ProtectionKey:") and current:

@@ -78,6 +78,9 @@ RED_ZONE = 128
 #: How often the model lets a faulting instruction run again after a
 #: handler returned without fixing anything, before it calls it a livelock.
 MAX_REEXECUTIONS = 8
+#: How many signal frames the model nests on one thread. A deeper delivery is
+#: taken as a frame the kernel cannot write (the stack is used up): SIGSEGV.
+MAX_HANDLER_DEPTH = 48
 
 
 #: si_code values any signal can carry (include/uapi/asm-generic/siginfo.h).
@@ -427,6 +430,10 @@ def deliver(thread: Thread, info: Siginfo, err: int | None, action: Sigaction):
         return _end_by(thread, info, err)
     from .uaccess import copy_to_user_with_pkru
     proc, system = thread.process, thread.system
+    if thread.handler_depth >= MAX_HANDLER_DEPTH:
+        # Handlers that keep raising signals nest frames until the stack is used up; Linux
+        # then fails to write a frame and calls force_sigsegv. The model gets there sooner.
+        return _end_by(thread, Siginfo(SIGSEGV, SI_KERNEL, 0), None)
     # get_sigframe: the alternate stack when asked for and not already on it.
     on_alt = thread.on_altstack()
     if action.flags & SA_ONSTACK and thread.altstack is not None and not on_alt:
@@ -547,7 +554,7 @@ def sigreturn(thread: Thread, fpstate: int, saved):
 
 def valid_signal(signo: int) -> bool:
     """``valid_signal``: 0 (a probe that sends nothing) to 64."""
-    return 0 <= signo <= NSIG
+    return 0 <= cabi.index(signo) <= NSIG
 
 
 def sys_tgkill(thread: Thread, tid: int, signo: int) -> int:

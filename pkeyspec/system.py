@@ -114,12 +114,15 @@ class System:
                  init_pkru: int | str = INIT_PKRU_VALUE, cpu_vendor: str = "intel") -> None:
         if not isinstance(pku, int):
             raise TypeError(f"pku is True or False, not {type(pku).__name__}")
+        _version_parts(kernel)                          # the types first, then the values
+        if not isinstance(cpu_vendor, str):
+            raise TypeError(f"cpu_vendor is a str, not {type(cpu_vendor).__name__}")
+        if not isinstance(init_pkru, str):
+            cabi.index(init_pkru)
         self.pku = bool(pku)
         self.kernel = parse_kernel(kernel)
         #: The stable release within the series ("6.12.4" -> 4); None means its newest.
         self.kernel_patch = kernel_patch_level(kernel)
-        if not isinstance(cpu_vendor, str):
-            raise TypeError(f"cpu_vendor is a str, not {type(cpu_vendor).__name__}")
         if cpu_vendor not in ("intel", "amd"):
             raise ValueError(f"cpu_vendor must be 'intel' or 'amd', not {cpu_vendor!r:.60}")
         #: AMD's XSAVE init tracker treats PKRU = 0 as "in its init state" (HW-X86-INIT-TRACKER).

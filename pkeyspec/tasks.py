@@ -125,8 +125,13 @@ class Thread:
             raise BlockingIOError(EAGAIN, f"thread {self.tid} is stopped by "
                                   f"{signals.signal_name(self.process.stopped)} until a SIGCONT")
 
-    def _pkey_syscalls_exist(self) -> None:
-        """The three pkey system calls arrived in Linux 4.9; before, they are ENOSYS (SYS-ENOSYS)."""
+    def _pkey_syscalls_exist(self, *args: int) -> None:
+        """The three pkey system calls arrived in Linux 4.9; before, they are ENOSYS (SYS-ENOSYS).
+
+        The arguments are C integers even then: a non-integer is a TypeError first.
+        """
+        for arg in args:
+            cabi.index(arg)
         if self.system.kernel < (4, 9):
             raise OSError(ENOSYS, os.strerror(ENOSYS))
 
@@ -154,7 +159,7 @@ class Thread:
     def pkey_mprotect(self, addr: int, len: int, prot: int, pkey: int) -> int:
         """``pkey_mprotect(2)``."""
         self._enter()
-        self._pkey_syscalls_exist()
+        self._pkey_syscalls_exist(addr, len, prot, pkey)
         return _syscall(mm_.do_mprotect_pkey(self, addr, len, prot, pkey))
 
     def madvise(self, addr: int, length: int, advice: int) -> int:
@@ -165,13 +170,13 @@ class Thread:
     def pkey_alloc(self, flags: int, access_rights: int) -> int:
         """``pkey_alloc(2)``: returns the new key."""
         self._enter()
-        self._pkey_syscalls_exist()
+        self._pkey_syscalls_exist(flags, access_rights)
         return _syscall(keys.sys_pkey_alloc(self, flags, access_rights))
 
     def pkey_free(self, pkey: int) -> int:
         """``pkey_free(2)``."""
         self._enter()
-        self._pkey_syscalls_exist()
+        self._pkey_syscalls_exist(pkey)
         return _syscall(keys.sys_pkey_free(self, pkey))
 
     def smaps(self) -> str:

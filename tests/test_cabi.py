@@ -136,3 +136,41 @@ def test_exit_status_is_the_low_8_bits_of_a_c_int():
     t = System().spawn()
     t.exit_group(2**32 + 3)
     assert t.process.end.status == 3
+
+
+def _t(**kw):
+    return System(**kw).spawn()
+
+
+@pytest.mark.parametrize("call", [
+    lambda: __import__("pkeyspec").glibc.pkey_get(None, 1),
+    lambda: __import__("pkeyspec").glibc.pkey_set_steps(_t(), None, 0),       # at the call
+    lambda: __import__("pkeyspec").rfc.pkey_get("t", 1, 0),
+    lambda: __import__("pkeyspec").rfc.pkey_set(_t(), 0, None, 1),            # before EINVAL
+    lambda: _t(kernel="4.8").pkey_alloc(0.5, 0),                             # before ENOSYS
+    lambda: _t(kernel="4.8").pkey_mprotect(0x400000, 4096, 1, None),
+    lambda: _t(pku=False).wrpkru(0, 1.5),                                     # before #UD
+    lambda: _t(pku=False).rdpkru("0"),
+    lambda: __import__("pkeyspec").pkru_with_rights("x", 99, 0),             # before ValueError
+    lambda: System(kernel="x.y", init_pkru=1.5),
+    lambda: __import__("pkeyspec.explore").explore.verdict("a", 1),
+    lambda: __import__("pkeyspec.pictures").pictures.key_colour(None),
+    lambda: __import__("pkeyspec.conformance").conformance.parse_text(None, "f"),
+    lambda: __import__("pkeyspec.cli").cli.find_race(1.5),
+    lambda: __import__("pkeyspec.signals").signals.valid_signal(object()),
+    lambda: __import__("pkeyspec.hardware").hardware.check_user_access(None, "0", write=False,
+                                                                        fetch=False, pke=True),
+])
+def test_a_wrong_type_is_a_type_error_before_any_other_answer(call):
+    """A C compiler refuses a wrong type before the call runs: no errno, no ValueError, no
+    signal and no quiet acceptance first (each of these answered otherwise before; found by
+    tests/fuzz.py)."""
+    with pytest.raises(TypeError):
+        call()
+
+
+def test_drawing_and_cli_helpers_take_the_low_32_bits_of_a_pkru_and_any_size():
+    from pkeyspec import cli, pictures
+    assert cli.format_pkru(2**40 + 0x55555554).startswith("PKRU 0x55555554")
+    assert "PKRU = 0x55555554" in pictures.pkru_svg(2**40 + 0x55555554).markup
+    assert pictures.human_size(10**5000).startswith("≈2**")

@@ -829,3 +829,17 @@ def test_smaps_rss_counts_written_pages_not_the_zero_page():
     assert "Rss:                   4 kB" in block
     t.store(a + 2 * PAGE, 1)                 # copy on write: now a page of its own
     assert "Rss:                   8 kB" in smaps_block(t, a)
+
+
+def test_smaps_of_an_address_space_with_nothing_mapped_is_empty():
+    """munmap of the whole user range leaves no VMA (the stack included): /proc/self/smaps
+    is then empty, and no address has a ProtectionKey line (before: smaps was "\\n" and
+    smaps_pkey raised IndexError).
+
+    Source: mm/vma.c ``do_vmi_munmap``; fs/proc/task_mmu.c (``show_smap`` once per VMA).
+    """
+    t = spawn()
+    assert t.munmap(0, 0x7FFFFFFFF000) == 0
+    assert t.process.mm.vmas == []
+    assert t.smaps() == ""
+    assert t.smaps_pkey(0x400000) is None
