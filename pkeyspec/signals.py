@@ -80,7 +80,7 @@ RED_ZONE = 128
 MAX_REEXECUTIONS = 8
 #: How many signal frames the model nests on one thread. A deeper delivery is
 #: taken as a frame the kernel cannot write (the stack is used up): SIGSEGV.
-MAX_HANDLER_DEPTH = 48
+MAX_HANDLER_DEPTH = 32
 
 
 #: si_code values any signal can carry (include/uapi/asm-generic/siginfo.h).

@@ -697,7 +697,7 @@ def test_ud_without_pku_with_a_sigill_handler_livelocks():
 def test_handlers_that_raise_their_own_signal_nest_until_the_stack_is_used_up():
     """A handler that raises its own signal with SA_NODEFER nests frames without end; Linux
     stops when a frame can no longer be written (force_sigsegv: SIGSEGV, SI_KERNEL). The model
-    nests at most 48 frames (before, Python's recursion limit ended the call with a
+    nests at most 32 frames (before, Python's recursion limit ended the call with a
     RecursionError).
 
     Source: arch/x86/kernel/signal.c ``handle_signal`` (``signal_setup_done`` ->
@@ -715,4 +715,4 @@ def test_handlers_that_raise_their_own_signal_nest_until_the_stack_is_used_up():
     u.sigaction(SIGUSR1, again, SA_NODEFER)
     end = u.raise_signal(SIGUSR1)
     assert end.signo == SIGSEGV and end.siginfo.si_code == SI_KERNEL
-    assert max(depth) == 48
+    assert max(depth) == 32
