@@ -12,6 +12,7 @@ runs again, or sends SIGSEGV with ``SEGV_MAPERR``, ``SEGV_ACCERR`` or
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import compress, repeat
 from typing import TYPE_CHECKING
 
 from . import cabi
@@ -168,21 +169,30 @@ def _backing(system: System, mm: Mm, addr: int) -> tuple[dict[int, int], int]:
 
 
 def read_bytes(system: System, mm: Mm, addr: int, n: int) -> bytes:
-    """``n`` bytes from one page; an absent byte reads as 0."""
+    """``n`` bytes from one page; an absent byte reads as 0.
+
+    A private page that no write has given a page of its own (no PTE, or the
+    shared zero page) holds no byte: it reads as zeros at once.
+    """
     store, delta = _backing(system, mm, addr)
-    get = store.get
-    return bytes(get(a + delta, 0) for a in range(addr, addr + n))
+    if store is mm.memory:
+        pte = mm.ptes.get(addr >> PAGE_SHIFT)
+        if pte is None or pte.zero_page:
+            return bytes(n)
+    start = addr + delta
+    return bytes(map(store.get, range(start, start + n), repeat(0)))
 
 
 def write_bytes(system: System, mm: Mm, addr: int, data: bytes) -> None:
     """Write ``data`` within one page. A 0 byte is not stored: absent and 0 read the
     same, so equal contents give equal states."""
     store, delta = _backing(system, mm, addr)
-    for i, value in enumerate(data):
-        if value:
-            store[addr + i + delta] = value
-        else:
-            store.pop(addr + i + delta, None)
+    start = addr + delta
+    keys = range(start, start + len(data))
+    if store:
+        for key in store.keys() & keys:         # the bytes stored there until now
+            del store[key]
+    store.update(compress(zip(keys, data), data))
 
 
 def byte_at(system: System, mm: Mm, addr: int) -> int:
