@@ -74,3 +74,13 @@ MUTATE_MODULES ?=
 .PHONY: mutate
 mutate: .venv/.installed ## Mutation testing of the model (mutmut): score per module and the survivors
 	$(PYTHON) tests/mutation/mutate.py --seconds $(MUTATE_SECONDS) $(MUTATE_MODULES)
+
+# Calls every public function and method of pkeyspec 10**6 times, with arbitrary values and
+# with valid call sequences (tests/fuzz.py); prints the seed, the outcomes and every
+# disallowed one with a minimal reproducer, and fails if there is one. Not part of
+# `make test`, which runs a few thousand calls of the same code (tests/test_fuzz.py).
+# Options: make fuzz FUZZ_ARGS='--seed 1234 --calls 100000'
+FUZZ_ARGS ?=
+.PHONY: fuzz
+fuzz: .venv/.installed ## Fuzz every public function 10**6 times; a reproducer for each defect
+	$(PYTHON) tests/fuzz.py $(FUZZ_ARGS)

@@ -12,6 +12,7 @@ runs again, or sends SIGSEGV with ``SEGV_MAPERR``, ``SEGV_ACCERR`` or
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import compress, repeat
 from typing import TYPE_CHECKING
 
 from . import cabi
@@ -122,7 +123,7 @@ def user_access(thread: Thread, addr: int, *, write: bool = False, fetch: bool =
     """
     if USER_HALF_END <= addr < KERNEL_HALF or addr >= 1 << 64:
         # A non-canonical address: #GP, which Linux reports as SI_KERNEL.
-        return force_sig_fault(thread, Siginfo(SIGSEGV, SI_KERNEL, 0))
+        return unfixable_fault(thread, Siginfo(SIGSEGV, SI_KERNEL, 0))
     info = None
     for _ in range(MAX_REEXECUTIONS):
         fault = page_access(thread.process.mm, thread.pkru, addr, write=write, fetch=fetch)
@@ -137,6 +138,28 @@ def user_access(thread: Thread, addr: int, *, write: bool = False, fetch: bool =
     return end
 
 
+def unfixable_fault(thread: Thread, info: Siginfo):
+    """A fault that no handler of the model can repair: #GP (a non-canonical address,
+    RDPKRU or WRPKRU with ECX or EDX not 0) or #UD (no PKU).
+
+    The cause is in the instruction's registers, which the model's handlers
+    cannot change, so each time a handler returns the instruction faults
+    again: the process ends, or after MAX_REEXECUTIONS the model records a
+    livelock. Returns how the process ended; None only when a handler
+    replaced the program (execve), so the instruction is gone.
+    """
+    proc, execs = thread.process, thread.process.execs
+    for _ in range(MAX_REEXECUTIONS):
+        end = force_sig_fault(thread, info)
+        if end is not None:
+            return end
+        if proc.execs != execs or thread not in proc.threads:
+            return None
+    end = Livelock(info)
+    proc.terminate(end)
+    return end
+
+
 def _backing(system: System, mm: Mm, addr: int) -> tuple[dict[int, int], int]:
     """Where the bytes of ``addr``'s page live, and the key of ``addr`` there."""
     vma = mm.find_vma(addr)
@@ -146,21 +169,30 @@ def _backing(system: System, mm: Mm, addr: int) -> tuple[dict[int, int], int]:
 
 
 def read_bytes(system: System, mm: Mm, addr: int, n: int) -> bytes:
-    """``n`` bytes from one page; an absent byte reads as 0."""
+    """``n`` bytes from one page; an absent byte reads as 0.
+
+    A private page that no write has given a page of its own (no PTE, or the
+    shared zero page) holds no byte: it reads as zeros at once.
+    """
     store, delta = _backing(system, mm, addr)
-    get = store.get
-    return bytes(get(a + delta, 0) for a in range(addr, addr + n))
+    if store is mm.memory:
+        pte = mm.ptes.get(addr >> PAGE_SHIFT)
+        if pte is None or pte.zero_page:
+            return bytes(n)
+    start = addr + delta
+    return bytes(map(store.get, range(start, start + n), repeat(0)))
 
 
 def write_bytes(system: System, mm: Mm, addr: int, data: bytes) -> None:
     """Write ``data`` within one page. A 0 byte is not stored: absent and 0 read the
     same, so equal contents give equal states."""
     store, delta = _backing(system, mm, addr)
-    for i, value in enumerate(data):
-        if value:
-            store[addr + i + delta] = value
-        else:
-            store.pop(addr + i + delta, None)
+    start = addr + delta
+    keys = range(start, start + len(data))
+    if store:
+        for key in store.keys() & keys:         # the bytes stored there until now
+            del store[key]
+    store.update(compress(zip(keys, data), data))
 
 
 def byte_at(system: System, mm: Mm, addr: int) -> int:
@@ -172,6 +204,8 @@ def set_byte(system: System, mm: Mm, addr: int, value: int) -> None:
 
 
 def _check_size(size: int) -> int:
+    """The contract: an access moves 1, 2, 4 or 8 bytes; another size is a ValueError."""
+    size = cabi.index(size)
     if size not in ACCESS_SIZES:
         raise ValueError(f"an x86 load or store moves 1, 2, 4 or 8 bytes, not {size}")
     return size
@@ -218,18 +252,20 @@ def execute(thread: Thread, addr: int) -> int | Killed:
 
 def rdpkru(thread: Thread, ecx: int = 0) -> int | Killed:
     """RDPKRU: EAX = PKRU. ECX must be 0 (#GP); without CR4.PKE it is #UD (SIGILL)."""
+    ecx = cabi.ulong(ecx)
     if not thread.process.mm.ospke:
-        return force_sig_fault(thread, Siginfo(SIGILL, ILL_ILLOPN, 0))
-    if cabi.ulong(ecx) & U32:
-        return force_sig_fault(thread, Siginfo(SIGSEGV, SI_KERNEL, 0))
+        return unfixable_fault(thread, Siginfo(SIGILL, ILL_ILLOPN, 0))
+    if ecx & U32:
+        return unfixable_fault(thread, Siginfo(SIGSEGV, SI_KERNEL, 0))
     return thread.pkru
 
 
 def wrpkru(thread: Thread, eax: int, ecx: int = 0, edx: int = 0) -> None | Killed:
     """WRPKRU: PKRU = EAX. ECX and EDX must be 0 (#GP). Unprivileged (SEC-UNPRIV-WRITERS)."""
+    eax, ecx, edx = cabi.ulong(eax), cabi.ulong(ecx), cabi.ulong(edx)
     if not thread.process.mm.ospke:
-        return force_sig_fault(thread, Siginfo(SIGILL, ILL_ILLOPN, 0))
-    if cabi.ulong(ecx) & U32 or cabi.ulong(edx) & U32:
-        return force_sig_fault(thread, Siginfo(SIGSEGV, SI_KERNEL, 0))
-    thread.pkru = cabi.ulong(eax) & U32
+        return unfixable_fault(thread, Siginfo(SIGILL, ILL_ILLOPN, 0))
+    if ecx & U32 or edx & U32:
+        return unfixable_fault(thread, Siginfo(SIGSEGV, SI_KERNEL, 0))
+    thread.pkru = eax & U32
     return None

@@ -31,6 +31,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, Iterable, Sequence, TextIO
 
+from . import cabi
 from .explore import InconsistentOutcome, LimitReached, Observation, explore, explore_stateful
 from .hardware import (
     INIT_PKRU_VALUE, PF_BIT_NAMES, PKRU_HW_INIT, X86_PF_INSTR, X86_PF_PK, X86_PF_PROT,
@@ -54,11 +55,18 @@ class CliError(Exception):
     """Bad input: printed as one line on stderr, exit status 2."""
 
 
+def _text_arg(what: str, value) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} is a str, not {type(value).__name__}")
+    return value
+
+
 # --- races: finding and loading -------------------------------------------------
 
 
 def find_race(name: str) -> Race:
     """The catalogue race called ``name``; a :class:`CliError` naming close matches otherwise."""
+    _text_arg("name", name)
     races = catalogue()
     if name in races:
         return races[name]
@@ -429,21 +437,36 @@ def format_replay(race: Race, schedule: str | Iterable[Any]) -> str:
 
 
 def parse_int(text: str, what: str, *, bits: int | None = None, signed: bool = False) -> int:
-    """``0x25``, ``37``, ``0b100101``, ``0o45``: an integer, or a :class:`CliError`."""
+    """``0x25``, ``37``, ``0b100101``, ``0o45``: an integer, or a :class:`CliError`.
+
+    With ``bits`` (at least 1), the integer must fit in that many bits, as a
+    two's complement number when ``signed``; ``bits`` below 1 is a ValueError.
+    """
+    _text_arg("text", text), _text_arg("what", what)
+    if bits is not None:
+        bits = cabi.index(bits)
+        if bits < 1:
+            raise ValueError(f"bits is at least 1, not {bits}")
     try:
         value = int(text.strip().replace("_", ""), 0)
     except ValueError:
-        raise CliError(f"{what} must be an integer (decimal, or hex with 0x), not {text!r}") from None
+        raise CliError(f"{what} must be an integer (decimal, or hex with 0x), not {text!r:.60}") from None
     if bits is not None:
-        low = -(1 << (bits - 1)) if signed else 0
-        high = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
-        if not low <= value <= high:
-            raise CliError(f"{what} must be between {low:#x} and {high:#x}, not {text!r}")
+        magnitude = (-value - 1 if value < 0 else value).bit_length()
+        if (value < 0 and not signed) or magnitude > bits - signed:
+            if bits > 64:
+                bounds = f"-2**{bits - 1} and 2**{bits - 1} - 1" if signed else f"0 and 2**{bits} - 1"
+            else:
+                low = -(1 << (bits - 1)) if signed else 0
+                high = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+                bounds = f"{low:#x} and {high:#x}"
+            raise CliError(f"{what} must be between {bounds}, not {text!r:.60}")
     return value
 
 
 def format_pkru(pkru: int) -> str:
-    """The per-key table of ``pkeyspec pkru decode``."""
+    """The per-key table of ``pkeyspec pkru decode`` (of the low 32 bits of ``pkru``)."""
+    pkru = cabi.index(pkru) & 0xFFFFFFFF
     known = {INIT_PKRU_VALUE: "Linux's default init_pkru: only key 0 open",
              PKRU_HW_INIT: "the hardware init value: every key open"}
     head = f"PKRU {pkru:#010x}" + (f" ({known[pkru]})" if pkru in known else "")
@@ -472,6 +495,7 @@ def expected_si_code(err: int) -> int | None:
     is not present is filled in, or is SEGV_MAPERR, SEGV_ACCERR or
     SEGV_PKUERR depending on the mapping (``access.do_user_addr_fault``).
     """
+    err = cabi.ulong(err)
     if err & X86_PF_PK:
         return SEGV_PKUERR
     if err & X86_PF_PROT:
@@ -487,6 +511,8 @@ def explain_fault(err: int, si_code: int | None = None) -> str:
     >>> explain_fault(0x4, SEGV_PKUERR)
     "a read of a page not yet present, refused by its mapping's key (Linux's software check)"
     """
+    err = cabi.ulong(err)
+    si_code = None if si_code is None else cabi.int32(si_code)
     if err & X86_PF_INSTR:
         access = "an instruction fetch from"
     else:
@@ -518,6 +544,8 @@ def explain_fault(err: int, si_code: int | None = None) -> str:
 
 def format_fault(err: int, si_code: int | None = None) -> str:
     """The bit table, the si_code name and the one-line meaning of ``pkeyspec fault decode``."""
+    err = cabi.ulong(err)
+    si_code = None if si_code is None else cabi.int32(si_code)
     rows = []
     for bit, name in PF_BIT_NAMES:
         on = bool(err & bit)
@@ -529,7 +557,7 @@ def format_fault(err: int, si_code: int | None = None) -> str:
         out.append(f"other bits {unknown:#x}: not decoded here (not about protection keys)")
     names = SI_CODE_NAMES[SIGSEGV]
     if si_code is not None:
-        out.append(f"si_code {si_code} = {names[si_code]}")
+        out.append(f"si_code {si_code} = {names.get(si_code, 'not a SIGSEGV code')}")
     if si_code == SI_KERNEL:
         out.append("SI_KERNEL comes with a #GP (a non-canonical address, or RDPKRU/WRPKRU with "
                    "ECX or EDX not 0), not a page fault: the error code does not apply")
@@ -537,7 +565,8 @@ def format_fault(err: int, si_code: int | None = None) -> str:
         out.append(f"meaning: {explain_fault(err, si_code)}")
         expected = expected_si_code(err)
         if si_code is not None and expected is not None and si_code != expected and err & X86_PF_USER:
-            out.append(f"note: Linux sends {names[expected]} for this error code, not {names[si_code]}")
+            out.append(f"note: Linux sends {names[expected]} for this error code, not "
+                       f"{names.get(si_code, si_code)}")
     return "\n".join(out)
 
 

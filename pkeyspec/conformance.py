@@ -158,6 +158,9 @@ def _check_expr(text: str, known: set[str], where: str) -> None:
 
 def parse_text(text: str, file: str) -> list[Scenario]:
     """Parse one scenario file; raises :class:`ScenarioError` with ``file:line``."""
+    for what, value in (("text", text), ("file", file)):
+        if not isinstance(value, str):
+            raise TypeError(f"parse_text's {what} is a str, not {type(value).__name__}")
     scenarios: list[Scenario] = []
     sc: Scenario | None = None
     known: set[str] = set()

@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from . import cabi
+
 
 class Program(Protocol):
     """What the explorer needs: threads of steps over states it can copy and compare."""
@@ -91,6 +93,8 @@ def _record(finals: dict, final: tuple, ok: bool, schedule: tuple) -> None:
 
 
 def verdict(positive: int, negative: int) -> str:
+    """"Never", "Always" or "Sometimes": how many executions had the outcome, how many not."""
+    positive, negative = cabi.index(positive), cabi.index(negative)
     if positive == 0:
         return "Never"
     return "Always" if negative == 0 else "Sometimes"

@@ -31,12 +31,20 @@ def _einval() -> OSError:
     return OSError(EINVAL, os.strerror(EINVAL))
 
 
+def _caller(thread) -> None:
+    """The first argument is the thread that calls the function (a TypeError otherwise)."""
+    from .tasks import Thread
+    if not isinstance(thread, Thread):
+        raise TypeError(f"the calling thread is a Thread, not {type(thread).__name__}")
+
+
 def pkey_get(thread: Thread, key: int) -> int | Killed | Exited:
     """``int pkey_get(int key)``: the two PKRU bits of ``key``; EINVAL outside 0..15.
 
     Without PKU the RDPKRU raises #UD and the process dies of SIGILL
     (GLIBC-UB-UNALLOCATED; observed, row z).
     """
+    _caller(thread)
     key = cabi.int32(key)
     if key < 0 or key > 15:
         raise _einval()
@@ -49,9 +57,15 @@ def pkey_get(thread: Thread, key: int) -> int | Killed | Exited:
 def pkey_set_steps(thread: Thread, key: int, rights: int) -> Generator[str, None, int | Killed | Exited]:
     """``pkey_set`` as the instructions it executes; yields the name of each one it has done.
 
-    Returns (through ``StopIteration.value``) what ``pkey_set`` returns.
+    Returns (through ``StopIteration.value``) what ``pkey_set`` returns. The
+    arguments' types are checked at once (TypeError); their values by the
+    first step (EINVAL), as the function's first instructions do.
     """
-    key, rights = cabi.int32(key), cabi.uint32(rights)
+    _caller(thread)
+    return _pkey_set_steps(thread, cabi.int32(key), cabi.uint32(rights))
+
+
+def _pkey_set_steps(thread: Thread, key: int, rights: int) -> Generator[str, None, int | Killed | Exited]:
     if key < 0 or key > 15 or rights > 3:
         raise _einval()
     mask = 3 << (2 * key)
@@ -87,11 +101,13 @@ def pkey_alloc(thread: Thread, flags: int, access_rights: int) -> int:
     The prototype truncates to 32 bits before the system call, so
     ``pkey_alloc(2**32, 0)`` here is ``pkey_alloc(0, 0)`` to the kernel.
     """
+    _caller(thread)
     return thread.pkey_alloc(cabi.uint32(flags), cabi.uint32(access_rights))
 
 
 def pkey_free(thread: Thread, key: int) -> int:
     """``int pkey_free(int key)``."""
+    _caller(thread)
     return thread.pkey_free(cabi.int32(key))
 
 
@@ -101,7 +117,8 @@ def pkey_mprotect(thread: Thread, addr: int, len: int, prot: int, pkey: int) -> 
     A key of -1 calls ``mprotect`` and never the pkey_mprotect system call
     (GLIBC-MPROTECT-NEG1).
     """
-    prot, pkey = cabi.int32(prot), cabi.int32(pkey)
+    _caller(thread)
+    addr, len, prot, pkey = cabi.ulong(addr), cabi.ulong(len), cabi.int32(prot), cabi.int32(pkey)
     if pkey == -1:
         return thread.mprotect(addr, len, prot)
     return thread.pkey_mprotect(addr, len, prot, pkey)

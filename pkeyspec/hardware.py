@@ -5,9 +5,17 @@ of PKRU belong to which key, what RDPKRU and WRPKRU do with their registers,
 which data accesses a PKRU allows, where the key sits in a page-table entry,
 and which page-fault error code the CPU reports. The kernel side
 (:mod:`pkeyspec.access`) turns these hardware events into Linux signals.
+
+The helpers' contract: a PKRU value is any int, of which the low 32 bits
+count (the register is 32 bits wide; WRPKRU takes EAX); a key is 0 to 15 and
+rights are 0 to 3 (AD = 1, WD = 2). A key or rights outside those ranges is
+a ValueError naming the range, and a value that is not an int is a
+TypeError; both are raised at once, whatever the size of the number.
 """
 
 from dataclasses import dataclass
+
+from . import cabi
 
 #: Keys 0..15: the key is a 4-bit field in each PTE (HW-X86-KEYBITS).
 NR_PKEYS = 16
@@ -47,24 +55,64 @@ WRPKRU_BYTES = bytes((0x0F, 0x01, 0xEF))
 U32 = 0xFFFFFFFF
 
 
+def _number(value: int) -> str:
+    """An int for a message: in hex when it is too long to print in decimal."""
+    return str(value) if -(1 << 64) < value < 1 << 64 else f"{value:#x}"[:24] + "..."
+
+
+def checked_pkey(pkey: int) -> int:
+    """``pkey`` as a hardware key, 0 to 15; else ValueError (a TypeError if it is no int).
+
+    >>> checked_pkey(15)
+    15
+    >>> checked_pkey(16)
+    Traceback (most recent call last):
+    ...
+    ValueError: a protection key is 0 to 15, not 16
+    """
+    pkey = cabi.index(pkey)
+    if not 0 <= pkey < NR_PKEYS:
+        raise ValueError(f"a protection key is 0 to {NR_PKEYS - 1}, not {_number(pkey)}")
+    return pkey
+
+
+def checked_rights(rights: int) -> int:
+    """``rights`` as two PKRU bits, 0 to 3 (AD = 1, WD = 2); else ValueError."""
+    rights = cabi.index(rights)
+    if not 0 <= rights <= PKRU_AD_BIT | PKRU_WD_BIT:
+        raise ValueError(f"the rights of a key are 0 to 3 (AD = 1, WD = 2), not {_number(rights)}")
+    return rights
+
+
 def pkru_rights(pkru: int, pkey: int) -> int:
     """The two bits of ``pkey`` in ``pkru``: 0, AD (1), WD (2) or AD|WD (3).
 
     >>> pkru_rights(INIT_PKRU_VALUE, 0), pkru_rights(INIT_PKRU_VALUE, 1)
     (0, 1)
+    >>> pkru_rights(0, -1)
+    Traceback (most recent call last):
+    ...
+    ValueError: a protection key is 0 to 15, not -1
     """
-    return (pkru >> (pkey * PKRU_BITS_PER_PKEY)) & (PKRU_AD_BIT | PKRU_WD_BIT)
+    pkru = cabi.index(pkru)
+    return (pkru >> (checked_pkey(pkey) * PKRU_BITS_PER_PKEY)) & (PKRU_AD_BIT | PKRU_WD_BIT)
 
 
 def pkru_with_rights(pkru: int, pkey: int, rights: int) -> int:
-    """``pkru`` with the two bits of ``pkey`` replaced by ``rights``.
+    """The low 32 bits of ``pkru`` with the two bits of ``pkey`` replaced by ``rights``.
 
     >>> hex(pkru_with_rights(INIT_PKRU_VALUE, 1, 0))
     '0x55555550'
+    >>> pkru_with_rights(0, 2**33, 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: a protection key is 0 to 15, not 8589934592
     """
-    shift = pkey * PKRU_BITS_PER_PKEY
+    pkru, pkey, rights = cabi.index(pkru), cabi.index(pkey), cabi.index(rights)
+    shift = checked_pkey(pkey) * PKRU_BITS_PER_PKEY
+    rights = checked_rights(rights)
     mask = (PKRU_AD_BIT | PKRU_WD_BIT) << shift
-    return (pkru & ~mask & U32) | ((rights & 3) << shift)
+    return (pkru & ~mask & U32) | (rights << shift)
 
 
 def pkru_allows_read(pkru: int, pkey: int) -> bool:
@@ -82,17 +130,18 @@ def pkru_allows(pkru: int, pkey: int, write: bool) -> bool:
 
 
 def pte_pkey(pte: int) -> int:
-    """The key stored in bits 59..62 of a page-table entry.
+    """The key stored in bits 59..62 of a page-table entry (a 64-bit value).
 
     >>> pte_pkey(0x3 << 59)
     3
     """
-    return (pte & _PAGE_PKEY_MASK) >> _PAGE_BIT_PKEY_BIT0
+    return (cabi.ulong(pte) & _PAGE_PKEY_MASK) >> _PAGE_BIT_PKEY_BIT0
 
 
 def pte_with_pkey(pte: int, pkey: int) -> int:
-    """``pte`` with its key field set to ``pkey``; the NX bit (63) is untouched."""
-    return (pte & ~_PAGE_PKEY_MASK) | ((pkey & 0xF) << _PAGE_BIT_PKEY_BIT0)
+    """The 64-bit ``pte`` with its key field set to ``pkey`` (0 to 15); the NX bit (63) is untouched."""
+    pte, pkey = cabi.ulong(pte), cabi.index(pkey)
+    return (pte & ~_PAGE_PKEY_MASK) | (checked_pkey(pkey) << _PAGE_BIT_PKEY_BIT0)
 
 
 @dataclass(frozen=True)
@@ -125,6 +174,7 @@ def decode_pkru(pkru: int) -> list[PkeyRights]:
       1  -- WD  r-
       2  AD --  --
     """
+    pkru = cabi.index(pkru) & U32
     rows = []
     for pkey in range(NR_PKEYS):
         r = pkru_rights(pkru, pkey)
@@ -140,6 +190,7 @@ def decode_pf_error(err: int) -> str:
     >>> decode_pf_error(0x6)
     'WRITE|USER'
     """
+    err = cabi.ulong(err)       # the error code the CPU pushes is 64 bits wide
     names = [name for bit, name in PF_BIT_NAMES if err & bit]
     unknown = err & ~sum(bit for bit, _ in PF_BIT_NAMES)
     if unknown:
@@ -195,6 +246,9 @@ def check_user_access(pte: Pte | None, pkru: int, *, write: bool, fetch: bool,
     both deny a write, the PK bit is set (HW-X86-BOTH-VIOLATIONS; observed:
     a PROT_READ page whose key has WD gives err=0x27).
     """
+    if pte is not None and not isinstance(pte, Pte):
+        raise TypeError(f"a PTE is a Pte or None, not {type(pte).__name__}")
+    pkru = cabi.index(pkru)
     err = X86_PF_USER
     if write:
         err |= X86_PF_WRITE

@@ -259,6 +259,7 @@ def sys_mmap(thread: Thread, addr: int, length: int, prot: int, flags: int,
     addr, length, prot, flags, offset = (cabi.ulong(addr), cabi.ulong(length),
                                          cabi.ulong(prot), cabi.ulong(flags),
                                          cabi.ulong(offset))
+    fd = cabi.ulong(fd)                 # unused: an anonymous mapping ignores it
     mm = thread.process.mm
     if offset & (PAGE_SIZE - 1):
         return -EINVAL
@@ -484,15 +485,16 @@ def smaps(mm: Mm) -> str:
             lines.append(f"ProtectionKey:  {v.pkey:8d}")
         flags = " ".join(n for bit, n in _SMAPS_FLAG_NAMES if v.flags & bit)
         lines.append(f"VmFlags: {flags} ")
-    return "\n".join(lines) + "\n"
+    return "".join(line + "\n" for line in lines)
 
 
 def smaps_pkey(mm: Mm, addr: int) -> int | None:
     """The ``ProtectionKey:`` value of the VMA holding ``addr``, as a reader of smaps finds it."""
+    addr = cabi.ulong(addr)
     text = smaps(mm)
     current = None
     for line in text.splitlines():
-        if line[:1] in "0123456789abcdef" and "-" in line.split()[0]:
+        if line[:1] and line[0] in "0123456789abcdef" and "-" in line.split()[0]:
             lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
             current = lo <= addr < hi
         elif line.startswith("ProtectionKey:") and current:

@@ -15,6 +15,7 @@ import colorsys
 from dataclasses import dataclass
 from html import escape
 
+from . import cabi
 from .hardware import NR_PKEYS, decode_pkru
 
 FG = "var(--color-foreground-primary, #222)"
@@ -33,7 +34,7 @@ def _key_hsl(pkey: int) -> tuple[int, int, int]:
 
 def key_colour(pkey: int) -> str:
     """A distinct mid-tone hue per key; key 0 is grey."""
-    hue, sat, light = _key_hsl(pkey)
+    hue, sat, light = _key_hsl(cabi.index(pkey))
     return f"hsl({hue}, {sat}%, {light}%)"
 
 
@@ -47,7 +48,7 @@ def _luminance(rgb: tuple[float, float, float]) -> float:
 
 def key_ink(pkey: int) -> str:
     """Black or white, whichever reads better on :func:`key_colour` (the theme does not matter)."""
-    hue, sat, light = _key_hsl(pkey)
+    hue, sat, light = _key_hsl(cabi.index(pkey))
     lum = _luminance(colorsys.hls_to_rgb(hue / 360, light / 100, sat / 100))
     return "#000" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "#fff"
 
@@ -102,8 +103,9 @@ def pkru_svg(pkru: int) -> Svg:
 
     Above the bits, the hex digits of the value (each covers two keys);
     below them, the key that owns each pair and the data accesses it allows.
-    A set bit is filled with its key's colour.
+    A set bit is filled with its key's colour. Of a wider int, the low 32 bits are drawn.
     """
+    pkru = cabi.index(pkru) & 0xFFFFFFFF
     bit, left, right = 20, 64, 12
     width = left + 32 * bit + right
     mid = left + 16 * bit
@@ -156,6 +158,9 @@ _UNITS = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)
 
 def human_size(n: int) -> str:
     """'4 KiB', '132 KiB', '≈128 TiB': binary units, exact when the size is a whole number of them."""
+    n = cabi.index(n)
+    if abs(n).bit_length() > 128:           # no address space is that large: a power of two
+        return f"≈{'-' if n < 0 else ''}2**{abs(n).bit_length() - 1} B"
     for unit, scale in _UNITS:
         if n >= scale:
             if n % scale == 0:

@@ -44,25 +44,35 @@ def _fail(err: int) -> OSError:
     return OSError(err, os.strerror(err))
 
 
+def _caller(thread) -> None:
+    """The first argument is the thread that makes the call (a TypeError otherwise)."""
+    from .tasks import Thread
+    if not isinstance(thread, Thread):
+        raise TypeError(f"the calling thread is a Thread, not {type(thread).__name__}")
+
+
 def rfc_pkey_allocated(mm_map: int, pkey: int) -> bool:
     """The RFC's test, ``READ_ONCE(map) & (1U << pkey)``, with x86-64's 5-bit shift count."""
-    return bool(mm_map & (1 << (pkey & 31)))
+    return bool(cabi.index(mm_map) & (1 << (cabi.index(pkey) & 31)))
 
 
 def read_map(thread: Thread, pkey: int, flags: int) -> bool:
     """Step 1 of both calls: check flags, then ``READ_ONCE`` the allocation map."""
+    _caller(thread)
     thread._enter()
-    if cabi.ulong(flags):
+    pkey, flags = cabi.int32(pkey), cabi.ulong(flags)
+    if flags:
         raise _fail(EINVAL)
-    return rfc_pkey_allocated(thread.process.mm.pkey_allocation_map, cabi.int32(pkey))
+    return rfc_pkey_allocated(thread.process.mm.pkey_allocation_map, pkey)
 
 
 def get_rights(thread: Thread, pkey: int, allocated: bool) -> int:
     """Step 2 of ``pkey_get``: EBADF if step 1 saw the key free, else the caller's rights."""
+    _caller(thread)
     thread._enter()
+    pkey, pkru = cabi.int32(pkey), thread.pkru
     if not allocated:
         raise _fail(EBADF)
-    pkey, pkru = cabi.int32(pkey), thread.pkru
     if not 0 <= pkey < NR_PKEYS:
         raise _fail(EINVAL)
     # arch_get_user_pkey_access: AD disables writes too, so AD reads back as AD|WD.
@@ -72,13 +82,14 @@ def get_rights(thread: Thread, pkey: int, allocated: bool) -> int:
 
 def set_rights(thread: Thread, pkey: int, access_rights: int, allocated: bool) -> int:
     """Step 2 of ``pkey_set``: EBADF if step 1 saw the key free, else write the caller's PKRU."""
+    _caller(thread)
     thread._enter()
+    pkey, access_rights = cabi.int32(pkey), cabi.ulong(access_rights)
     if not allocated:
         raise _fail(EBADF)
-    pkey = cabi.int32(pkey)
     if not 0 <= pkey < NR_PKEYS:
         raise _fail(EINVAL)
-    ret = arch_set_user_pkey_access(thread, pkey, cabi.ulong(access_rights))
+    ret = arch_set_user_pkey_access(thread, pkey, access_rights)
     if ret < 0:
         raise _fail(-ret)
     return 0
@@ -91,4 +102,6 @@ def pkey_get(thread: Thread, pkey: int, flags: int) -> int:
 
 def pkey_set(thread: Thread, pkey: int, access_rights: int, flags: int) -> int:
     """RFC ``pkey_set(int pkey, unsigned long access_rights, unsigned long flags)``."""
+    _caller(thread)
+    access_rights = cabi.ulong(access_rights)       # every argument is converted on entry
     return set_rights(thread, pkey, access_rights, read_map(thread, pkey, flags))

@@ -2,8 +2,10 @@
 
 A fault in the model never raises a Python exception. The kernel turns it
 into a signal (:kernel:`7.2 kernel/signal.c force_sig_fault`). With no handler
-the default action ends the whole process, recorded as a :class:`Killed`
-value, the way ``wait(2)`` reports it. With a handler, the kernel writes a
+the signal's default action applies (signal(7): Term, Core, Ign, Stop,
+Cont; :func:`default_action`): a fault signal ends the whole process,
+recorded as a :class:`Killed` value, the way ``wait(2)`` reports it. With a
+handler, the kernel writes a
 signal frame on the thread's stack or alternate stack, runs the handler
 with PKRU = ``init_pkru``, and ``rt_sigreturn`` restores the PKRU saved in
 the frame (:kernel:`7.2 arch/x86/kernel/signal.c get_sigframe handle_signal`;
@@ -22,7 +24,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .hardware import PKRU_HW_INIT, XFEATURE_PKRU
-from .uapi import EFAULT, SI_CODE_NAMES, SI_KERNEL, SIGNAL_NAMES, SIGSEGV
+from . import cabi
+from .uapi import (
+    EFAULT, EINVAL, ESRCH, SI_CODE_NAMES, SI_KERNEL, SIGABRT, SIGBUS, SIGCHLD, SIGCONT, SIGFPE,
+    SIGILL, SIGKILL, SIGNAL_NAMES, SIGQUIT, SIGSEGV, SIGSTOP, SIGSYS, SIGTRAP, SIGTSTP, SIGTTIN,
+    SIGTTOU, SIGURG, SIGWINCH, SIGXCPU, SIGXFSZ,
+)
 
 if TYPE_CHECKING:
     from .tasks import Thread
@@ -36,7 +43,26 @@ SA_RESETHAND = 0x80000000
 SS_ONSTACK = 1
 SS_DISABLE = 2
 SS_AUTODISARM = 1 << 31
+SI_USER = 0
 SI_TKILL = -6
+#: ``_NSIG``: signals are numbered 1 to 64 on x86-64 (``valid_signal``).
+NSIG = 64
+#: The kernel's first real-time signal (glibc keeps 32 and 33 for itself); the
+#: default action of every real-time signal is Term.
+SIGRTMIN = 32
+
+# The kernel's masks (include/linux/signal.h); they cover signals below SIGRTMIN only.
+#: Signals that can be neither caught, blocked nor ignored (``sig_kernel_only``).
+SIG_KERNEL_ONLY = frozenset({SIGKILL, SIGSTOP})
+#: Default action Stop (``sig_kernel_stop``).
+SIG_KERNEL_STOP = frozenset({SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU})
+#: Default action Core: end the process and dump core (``sig_kernel_coredump``).
+SIG_KERNEL_COREDUMP = frozenset({SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGFPE, SIGSEGV, SIGBUS,
+                                 SIGSYS, SIGXCPU, SIGXFSZ})
+#: Default action Ign, and Cont for SIGCONT (``sig_kernel_ignore``).
+SIG_KERNEL_IGNORE = frozenset({SIGCONT, SIGCHLD, SIGWINCH, SIGURG})
+#: Dequeued before any other pending signal (``SYNCHRONOUS_MASK`` in kernel/signal.c).
+SYNCHRONOUS_SIGNALS = frozenset({SIGSEGV, SIGBUS, SIGILL, SIGTRAP, SIGFPE, SIGSYS})
 #: ``MINSIGSTKSZ`` of the UAPI; smaller alternate stacks are refused with ENOMEM.
 MINSIGSTKSZ = 2048
 
@@ -52,6 +78,9 @@ RED_ZONE = 128
 #: How often the model lets a faulting instruction run again after a
 #: handler returned without fixing anything, before it calls it a livelock.
 MAX_REEXECUTIONS = 8
+#: How many signal frames the model nests on one thread. A deeper delivery is
+#: taken as a frame the kernel cannot write (the stack is used up): SIGSEGV.
+MAX_HANDLER_DEPTH = 32
 
 
 #: si_code values any signal can carry
@@ -59,8 +88,30 @@ MAX_REEXECUTIONS = 8
 GENERIC_SI_CODES = {0: "SI_USER", -6: "SI_TKILL", 0x80: "SI_KERNEL"}
 
 
+def _number(value: int) -> str:
+    """An int for a repr: in hex when it is too long to print in decimal."""
+    return str(value) if -(1 << 64) < value < 1 << 64 else f"{value:#x}"
+
+
 def signal_name(signo: int) -> str:
-    return SIGNAL_NAMES.get(signo, str(signo))
+    """``"SIGSEGV"`` for 11; a number without a name (a real-time signal) as itself."""
+    return SIGNAL_NAMES.get(cabi.index(signo)) or _number(signo)
+
+
+def _ints(record, *names: str, optional: tuple[str, ...] = ()) -> None:
+    """A record's fields must be ints (None allowed for ``optional``): a TypeError at once."""
+    for name in names + optional:
+        value = getattr(record, name)
+        if not (isinstance(value, int) or (value is None and name in optional)):
+            raise TypeError(f"{type(record).__name__}.{name} is an int"
+                            f"{' or None' if name in optional else ''}, not {type(value).__name__}")
+
+
+def _siginfo_or_none(record, name: str, optional: bool) -> None:
+    value = getattr(record, name)
+    if not (isinstance(value, Siginfo) or (optional and value is None)):
+        raise TypeError(f"{type(record).__name__}.{name} is a Siginfo"
+                        f"{' or None' if optional else ''}, not {type(value).__name__}")
 
 
 @dataclass(frozen=True)
@@ -77,12 +128,15 @@ class Siginfo:
     si_addr: int = 0
     si_pkey: int = 0
 
+    def __post_init__(self) -> None:
+        _ints(self, "si_signo", "si_code", "si_addr", "si_pkey")
+
     def __repr__(self) -> str:
         code = SI_CODE_NAMES.get(self.si_signo, {}).get(self.si_code) or \
-            GENERIC_SI_CODES.get(self.si_code, str(self.si_code))
+            GENERIC_SI_CODES.get(self.si_code) or _number(self.si_code)
         text = f"{signal_name(self.si_signo)}, si_code={code}, si_addr={self.si_addr:#x}"
         if code == "SEGV_PKUERR":
-            text += f", si_pkey={self.si_pkey}"
+            text += f", si_pkey={_number(self.si_pkey)}"
         return f"Siginfo({text})"
 
 
@@ -92,8 +146,11 @@ class Exited:
 
     status: int
 
+    def __post_init__(self) -> None:
+        _ints(self, "status")
+
     def __repr__(self) -> str:
-        return f"Exited({self.status})"
+        return f"Exited({_number(self.status)})"
 
 
 @dataclass(frozen=True)
@@ -107,6 +164,10 @@ class Killed:
     signo: int
     siginfo: Siginfo | None = None
     err: int | None = None
+
+    def __post_init__(self) -> None:
+        _ints(self, "signo", optional=("err",))
+        _siginfo_or_none(self, "siginfo", True)
 
     def __repr__(self) -> str:
         text = signal_name(self.signo)
@@ -126,6 +187,9 @@ class Livelock:
     """
 
     siginfo: Siginfo
+
+    def __post_init__(self) -> None:
+        _siginfo_or_none(self, "siginfo", False)
 
     def __repr__(self) -> str:
         return f"Livelock({repr(self.siginfo)[len('Siginfo('):-1]})"
@@ -148,6 +212,10 @@ class Sigaction:
     touches_stack: bool = True
 
 
+#: The default disposition of every signal.
+_SIG_DFL = Sigaction()
+
+
 class SignalContext:
     """What a handler sees: the thread, the siginfo, and the frame in memory.
 
@@ -158,11 +226,16 @@ class SignalContext:
 
     def __init__(self, thread: Thread, info: Siginfo, frame: int, fpstate: int,
                  err: int | None) -> None:
+        from .tasks import Thread
+        if not isinstance(thread, Thread):
+            raise TypeError(f"SignalContext.thread is a Thread, not {type(thread).__name__}")
         self.thread = thread
         self.info = info
         self.frame = frame
         self.fpstate = fpstate
         self.err = err
+        _siginfo_or_none(self, "info", False)
+        _ints(self, "frame", "fpstate", optional=("err",))
 
     @property
     def frame_pkru_address(self) -> int:
@@ -185,15 +258,116 @@ class SignalContext:
         return f"<SignalContext {self.info!r} frame={self.frame:#x}>"
 
 
-def default_action_ends(signo: int) -> bool:
-    """SIGSEGV, SIGILL, SIGKILL, SIGUSR1 and SIGUSR2 all end the process by default."""
-    return True
+def default_action(signo: int) -> str:
+    """signal(7)'s action column: ``"Term"``, ``"Core"``, ``"Ign"``, ``"Stop"`` or ``"Cont"``.
+
+    Term and Core both end the process (Core also dumps core, which the model
+    does not write); Ign discards the signal; Stop stops every thread of the
+    process until a SIGCONT; Cont continues a stopped process, and is
+    otherwise ignored. The contract: ``signo`` is a signal, 1 to 64; any
+    other int is a ValueError, as it is no signal.
+
+    >>> default_action(SIGSEGV), default_action(SIGCHLD), default_action(64)
+    ('Core', 'Ign', 'Term')
+    """
+    signo = cabi.index(signo)
+    if not 1 <= signo <= NSIG:
+        raise ValueError(f"signals are numbered 1 to {NSIG}, not {signo}")
+    if signo == SIGCONT:
+        return "Cont"
+    if signo in SIG_KERNEL_IGNORE:
+        return "Ign"
+    if signo in SIG_KERNEL_STOP:
+        return "Stop"
+    return "Core" if signo in SIG_KERNEL_COREDUMP else "Term"
 
 
 def _end_by(thread: Thread, info: Siginfo, err: int | None) -> Killed:
     end = Killed(info.si_signo, info, err)
     thread.process.terminate(end)
     return end
+
+
+def _action(thread: Thread, signo: int) -> Sigaction:
+    return thread.process.sigactions.get(signo, _SIG_DFL)
+
+
+def sig_ignored(thread: Thread, signo: int) -> bool:
+    """``sig_ignored``: is the signal dropped when it is sent to ``thread``?
+
+    A blocked signal is never ignored (its handler may change before it is
+    unblocked); otherwise SIG_IGN, or SIG_DFL with the default action Ign or
+    Cont, drops it.
+    """
+    if signo in thread.blocked:
+        return False
+    handler = _action(thread, signo).handler
+    return handler == SIG_IGN or (handler == SIG_DFL and signo in SIG_KERNEL_IGNORE)
+
+
+def sig_fatal(thread: Thread, signo: int) -> bool:
+    """``sig_fatal``: the default action ends the process (Term or Core) and no handler is set."""
+    return signo not in SIG_KERNEL_IGNORE | SIG_KERNEL_STOP and _action(thread, signo).handler == SIG_DFL
+
+
+def prepare_signal(thread: Thread, signo: int) -> bool:
+    """``prepare_signal``: job control when a signal is sent; False when it is dropped.
+
+    An ended process drops every signal (``SIGNAL_GROUP_EXIT``). A stop
+    signal discards a pending SIGCONT; SIGCONT discards pending stop signals
+    and continues a stopped process, whatever its disposition (signal(7),
+    include/linux/signal.h). Then a signal the target ignores is dropped.
+    """
+    proc = thread.process
+    if proc.end is not None:
+        return False
+    if signo in SIG_KERNEL_STOP:
+        for t in proc.threads:
+            t.pending[:] = [p for p in t.pending if p[0] != SIGCONT]
+    elif signo == SIGCONT:
+        for t in proc.threads:
+            t.pending[:] = [p for p in t.pending if p[0] not in SIG_KERNEL_STOP]
+        proc.stopped = 0
+    return not sig_ignored(thread, signo)
+
+
+def queue_signal(thread: Thread, signo: int, code: int) -> None:
+    """Make ``signo`` pending for ``thread``; a signal below SIGRTMIN is pending at most once
+    (``legacy_queue``), a real-time one queues every time."""
+    if signo < SIGRTMIN and any(p[0] == signo for p in thread.pending):
+        return
+    thread.pending.append((signo, code))
+
+
+def next_signal(thread: Thread) -> tuple[int, int] | None:
+    """``next_signal``: the pending signal to deliver next, or None.
+
+    The lowest-numbered unblocked one, synchronous signals (SIGSEGV, SIGBUS,
+    SIGILL, SIGTRAP, SIGFPE, SIGSYS) first; real-time signals in the order
+    they were sent.
+    """
+    ready = [p for p in thread.pending if p[0] not in thread.blocked]
+    if not ready:
+        return None
+    sync = [p for p in ready if p[0] in SYNCHRONOUS_SIGNALS]
+    return min(sync or ready, key=lambda p: p[0])
+
+
+def deliver_pending(thread: Thread):
+    """Deliver ``thread``'s unblocked pending signals, as on its way back to user space.
+
+    Stops when none is left, the process has ended (returned) or it has stopped.
+    """
+    proc = thread.process
+    while proc.end is None and not proc.stopped:
+        item = next_signal(thread)
+        if item is None:
+            return None
+        thread.pending.remove(item)
+        end = deliver(thread, Siginfo(item[0], item[1]), None, _action(thread, item[0]))
+        if end is not None:
+            return end
+    return proc.end
 
 
 def force_sig_fault(thread: Thread, info: Siginfo, err: int | None = None):
@@ -204,27 +378,37 @@ def force_sig_fault(thread: Thread, info: Siginfo, err: int | None = None):
     ends the process. Returns the process's end, or None when a handler ran
     and returned, so the faulting instruction runs again.
     """
-    action = thread.process.sigactions.get(info.si_signo, Sigaction())
+    action = _action(thread, info.si_signo)
     if info.si_signo in thread.blocked or action.handler == SIG_IGN:
-        thread.process.sigactions[info.si_signo] = Sigaction()
+        thread.process.sigactions[info.si_signo] = _SIG_DFL
         thread.blocked.discard(info.si_signo)
-        action = Sigaction()
+        action = _SIG_DFL
     return deliver(thread, info, err, action)
 
 
-def send_signal(thread: Thread, signo: int, code: int = SI_TKILL):
-    """An asynchronous signal reaches ``thread``: delivered now, or pending if blocked.
+def send_signal(thread: Thread, signo: int, code: int = SI_TKILL, *, current: Thread | None = None):
+    """Send ``signo`` to ``thread`` (``send_signal_locked``, ``complete_signal``).
 
     ``code`` is the si_code: SI_TKILL for ``tgkill`` and ``raise``, SI_USER for
-    ``send_sig`` from the kernel (SIGPIPE).
+    ``kill`` and for ``send_sig`` from the kernel (SIGPIPE). ``current`` is the
+    sending thread; None means ``thread`` sends to itself (``raise``, SIGPIPE).
+    A thread's own unblocked signal is delivered before its call returns.
+    Another thread's is pending until it next runs, except that a fatal one
+    (SIGKILL, or a Term signal with no handler, not blocked by a running
+    target) ends the whole process at once. Returns how the process ended,
+    or None.
     """
-    action = thread.process.sigactions.get(signo, Sigaction())
-    if action.handler == SIG_IGN:
+    proc = thread.process
+    if not prepare_signal(thread, signo):
         return None
-    if signo in thread.blocked:
-        thread.pending.append(signo)
-        return None
-    return deliver(thread, Siginfo(signo, code), None, action)
+    if (current is None or current is thread) and signo not in thread.blocked:
+        return deliver(thread, Siginfo(signo, code), None, _action(thread, signo))
+    queue_signal(thread, signo, code)
+    if signo == SIGKILL or (sig_fatal(thread, signo) and signo not in thread.blocked
+                            and not proc.stopped and signo not in SIG_KERNEL_COREDUMP):
+        # complete_signal: "This signal will be fatal to the whole group."
+        return _end_by(thread, Siginfo(signo, code), None)
+    return None
 
 
 def force_sigsegv(thread: Thread, sig: int) -> None:
@@ -253,17 +437,33 @@ def deliver_forced(thread: Thread):
 
 
 def deliver(thread: Thread, info: Siginfo, err: int | None, action: Sigaction):
-    """``handle_signal``: default action, or frame + handler + sigreturn.
+    """``get_signal`` and ``handle_signal``: the default action, or frame + handler + sigreturn.
 
+    SIG_IGN and the default actions Ign and Cont do nothing; Stop stops the
+    process (it takes effect when the current step ends); Term and Core end it.
     A SIGSEGV that the kernel forces while it delivers (the rseq update or the
     frame write failed: :func:`force_sigsegv`) is delivered before the
     handler runs when SIGSEGV is not blocked then, else when sigreturn
     unblocks it.
     """
+    if action.handler == SIG_IGN:
+        return None
     if action.handler == SIG_DFL:
+        what = default_action(info.si_signo)
+        if what in ("Ign", "Cont"):
+            return None
+        if what == "Stop":
+            # do_signal_stop. The model has no sessions: it treats every process group
+            # as one with a parent outside it, so SIGTSTP, SIGTTIN and SIGTTOU stop too.
+            thread.process.stopped = info.si_signo
+            return None
         return _end_by(thread, info, err)
     from .uaccess import copy_to_user_with_pkru
     proc, system = thread.process, thread.system
+    if thread.handler_depth >= MAX_HANDLER_DEPTH:
+        # Handlers that keep raising signals nest frames until the stack is used up; Linux
+        # then fails to write a frame and calls force_sigsegv. The model gets there sooner.
+        return _end_by(thread, Siginfo(SIGSEGV, SI_KERNEL, 0), None)
     # get_sigframe: the alternate stack when asked for and not already on it.
     on_alt = thread.on_altstack()
     if action.flags & SA_ONSTACK and thread.altstack is not None and not on_alt:
@@ -393,15 +593,79 @@ def sigreturn(thread: Thread, fpstate: int, saved):
     end = deliver_forced(thread)
     if end is not None:
         return end
-    while thread.pending and thread.process.end is None:
-        signo = thread.pending.pop(0)
-        end = send_signal(thread, signo)
-        if end is not None:
-            return end
-    return thread.process.end
+    return deliver_pending(thread)
 
 
 def restore_altstack(thread: Thread, altstack: tuple[int, int] | None, flags: int) -> None:
     """``restore_altstack``: sigaltstack with the values saved in the frame; errors are ignored."""
     sp, size = altstack or (0, 0)
     thread.do_sigaltstack(sp, size, flags)
+
+
+# --- the system calls that send signals --------------------------------------------------
+
+def valid_signal(signo: int) -> bool:
+    """``valid_signal``: 0 (a probe that sends nothing) to 64."""
+    return 0 <= cabi.index(signo) <= NSIG
+
+
+def sys_tgkill(thread: Thread, tid: int, signo: int) -> int:
+    """``tgkill(getpid(), tid, sig)``: the checks of ``do_tkill`` and ``do_send_specific``.
+
+    A tid that is not positive is EINVAL; then the thread is looked up
+    (ESRCH when this process has none with that tid) before the signal
+    number is checked (``check_kill_permission``: EINVAL); signal 0 sends
+    nothing.
+    """
+    tid, signo = cabi.int32(tid), cabi.int32(signo)
+    if tid <= 0:
+        return -EINVAL
+    target = next((t for t in thread.process.threads if t.tid == tid), None)
+    if target is None:
+        return -ESRCH
+    if not valid_signal(signo):
+        return -EINVAL
+    if signo:
+        send_signal(target, signo, SI_TKILL, current=thread)
+    return 0
+
+
+def _process_target(proc, signo: int) -> Thread:
+    """``complete_signal`` for a process-directed signal: the main thread if it does not
+    block the signal, else the first thread that does not, else the main thread (where the
+    signal waits: the model has no shared pending queue)."""
+    for t in proc.threads:
+        if signo not in t.blocked:
+            return t
+    return proc.threads[0]
+
+
+def sys_kill(thread: Thread, pid: int, signo: int) -> int:
+    """``kill(pid, sig)`` (``kill_something_info``), with si_code SI_USER.
+
+    ``pid`` > 0: that process; 0: every process of the caller's process group;
+    -1: every process but the caller's; < -1: process group ``-pid``. A pid
+    or group nobody has is ESRCH, checked before the signal number (EINVAL).
+    An ended process that nobody has waited for (the model never reaps one)
+    still exists: the signal is accepted and dropped.
+    """
+    pid, signo = cabi.int32(pid), cabi.int32(signo)
+    system = thread.system
+    if pid > 0:
+        targets = [system.processes[pid]] if pid in system.processes else []
+    elif pid == -(1 << 31):
+        return -ESRCH
+    elif pid == -1:
+        targets = [p for p in system.processes.values() if p is not thread.process]
+    else:
+        pgid = -pid if pid else thread.process.pgid
+        targets = [p for p in system.processes.values() if p.pgid == pgid]
+    if not targets:
+        return -ESRCH
+    if not valid_signal(signo):
+        return -EINVAL
+    for proc in targets:
+        if signo and proc.end is None:
+            target = _process_target(proc, signo)
+            send_signal(target, signo, SI_USER, current=thread)
+    return 0

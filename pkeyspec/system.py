@@ -8,10 +8,10 @@ which the race explorer relies on.
 from __future__ import annotations
 
 import copy
-
 import os
 
 from . import io_uring
+from . import cabi
 from .hardware import INIT_PKRU_VALUE, U32
 from .mm import PROGRAM_BASE, Mm, initial_vmas
 from .signals import SIG_IGN
@@ -32,7 +32,12 @@ def initial_sp(mm: Mm) -> int:
 
 
 def kstrtouint(text: str) -> int | None:
-    """``kstrtouint(s, 0, &v)``: base from the prefix, one trailing newline allowed; None on error."""
+    """``kstrtouint(s, 0, &v)``: base from the prefix, one trailing newline allowed; None on error.
+
+    A number that does not fit in 32 bits is an error too (-ERANGE in the kernel).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"kstrtouint parses a str, not {type(text).__name__}")
     s = text[1:] if text.startswith("+") else text
     if s.endswith("\n"):
         s = s[:-1]
@@ -44,6 +49,8 @@ def kstrtouint(text: str) -> int | None:
         base, digits = 10, s
     if not digits or any(c not in "0123456789abcdef"[:base] for c in digits.lower()):
         return None
+    if len(digits.lstrip("0")) > 11:        # more than 32 bits in any base; Python's
+        return None                         # int() refuses very long strings anyway
     value = int(digits, base)
     return value if value <= U32 else None
 
@@ -51,9 +58,19 @@ def kstrtouint(text: str) -> int | None:
 KNOWN_KERNELS = ("6.1", "6.12", "7.2")
 
 
+def _version_parts(version: str | tuple[int, ...]) -> list:
+    """The components of ``"6.12.4"`` or ``(6, 12, 4)``; any other type is a TypeError."""
+    if isinstance(version, str):
+        return version.split(".")
+    if isinstance(version, tuple):
+        return [cabi.index(part) for part in version]
+    raise TypeError("a kernel version is a str such as '6.12' or a tuple of ints such as (6, 12), "
+                    f"not {type(version).__name__}")
+
+
 def kernel_patch_level(version: str | tuple[int, ...]) -> int | None:
     """The stable release of ``"6.12.4"`` (4); None when only the series is given (its newest)."""
-    parts = version if isinstance(version, tuple) else str(version).split(".")
+    parts = _version_parts(version)
     try:
         return int(parts[2]) if len(parts) > 2 else None
     except ValueError:
@@ -61,14 +78,21 @@ def kernel_patch_level(version: str | tuple[int, ...]) -> int | None:
 
 
 def parse_kernel(version: str | tuple[int, int]) -> tuple[int, int]:
-    """``"6.12"`` -> ``(6, 12)``; extra components such as ``.117`` are ignored."""
-    if isinstance(version, tuple):
-        return version[0], version[1]
-    parts = str(version).split(".")
+    """``"6.12"`` -> ``(6, 12)``; extra components such as ``.117`` are ignored.
+
+    The contract: a version with fewer than two numeric components is a
+    ValueError; anything but a str or a tuple of ints is a TypeError.
+    """
+    parts = _version_parts(version)
     try:
         return int(parts[0]), int(parts[1])
     except (IndexError, ValueError):
-        raise ValueError(f"kernel version must look like '6.12', not {version!r}") from None
+        raise ValueError(f"kernel version must look like '6.12', not {version!r:.60}") from None
+
+
+def _check_path(path) -> None:
+    if not isinstance(path, str):
+        raise TypeError(f"a debugfs path is a str, not {type(path).__name__}")
 
 
 class System:
@@ -78,21 +102,34 @@ class System:
     when it has them the kernel enables them (OSPKE). ``kernel``: the Linux
     version whose behaviour is modelled where versions differ.
     ``init_pkru``: the ``init_pkru=`` boot parameter (no sanity check, as in
-    Linux; INIT-PKRU-TUNABLE).
+    Linux; INIT-PKRU-TUNABLE); a string or a number the kernel's ``kstrtouint``
+    refuses leaves the default. ``cpu_vendor``: ``"intel"`` or ``"amd"``.
+
+    The contract for the arguments: a kernel version that is not ``"6.12"``-like
+    and a vendor other than those two are a ValueError; an argument of the
+    wrong type (``pku`` not a bool, ``init_pkru`` neither an int nor a str, ...)
+    is a TypeError, raised here rather than by a later call.
     """
 
     def __init__(self, *, pku: bool = True, kernel: str | tuple[int, int] = KNOWN_KERNELS[-1],
                  init_pkru: int | str = INIT_PKRU_VALUE, cpu_vendor: str = "intel") -> None:
+        if not isinstance(pku, int):
+            raise TypeError(f"pku is True or False, not {type(pku).__name__}")
+        _version_parts(kernel)                          # the types first, then the values
+        if not isinstance(cpu_vendor, str):
+            raise TypeError(f"cpu_vendor is a str, not {type(cpu_vendor).__name__}")
+        if not isinstance(init_pkru, str):
+            cabi.index(init_pkru)
         self.pku = bool(pku)
         self.kernel = parse_kernel(kernel)
         #: The stable release within the series ("6.12.4" -> 4); None means its newest.
         self.kernel_patch = kernel_patch_level(kernel)
         if cpu_vendor not in ("intel", "amd"):
-            raise ValueError(f"cpu_vendor must be 'intel' or 'amd', not {cpu_vendor!r}")
+            raise ValueError(f"cpu_vendor must be 'intel' or 'amd', not {cpu_vendor!r:.60}")
         #: AMD's XSAVE init tracker treats PKRU = 0 as "in its init state" (HW-X86-INIT-TRACKER).
         self.cpu_vendor = cpu_vendor
         # init_pkru= is parsed with kstrtouint; a value it refuses is ignored (setup_init_pkru).
-        value = kstrtouint(init_pkru) if isinstance(init_pkru, str) else init_pkru
+        value = kstrtouint(init_pkru) if isinstance(init_pkru, str) else cabi.index(init_pkru)
         self.init_pkru_value = value if value is not None and 0 <= value <= U32 else INIT_PKRU_VALUE
         self.processes: dict[int, Process] = {}
         self.shmem: dict[int, dict[int, int]] = {}
@@ -103,6 +140,7 @@ class System:
 
     def kernel_at_least(self, major: int, minor: int, patch: int = 0) -> bool:
         """Is the modelled kernel this release or newer? A bare series counts as its newest."""
+        major, minor, patch = cabi.index(major), cabi.index(minor), cabi.index(patch)
         if self.kernel != (major, minor):
             return self.kernel > (major, minor)
         return self.kernel_patch is None or self.kernel_patch >= patch
@@ -138,7 +176,7 @@ class System:
     def spawn(self) -> Thread:
         """A new process running a fresh program; returns its main thread."""
         pid = self._new_id()
-        proc = Process(self, pid, self._fresh_mm())
+        proc = Process(self, pid, self._fresh_mm(), pgid=pid)
         self.processes[pid] = proc
         thread = Thread(proc, pid, self.init_pkru_value, sp=initial_sp(proc.mm),
                         rseq=RSEQ_AREA)
@@ -166,7 +204,7 @@ class System:
                 for vpn in [p for p in child_mm.ptes if vma.start <= p * PAGE_SIZE < vma.end]:
                     del child_mm.ptes[vpn]
         proc = Process(self, pid, child_mm, sigactions=dict(parent.process.sigactions),
-                       fds=dict(parent.process.fds))
+                       fds=dict(parent.process.fds), pgid=parent.process.pgid)
         for f in proc.fds.values():
             if hasattr(f, "pipe"):
                 if f.write:
@@ -199,6 +237,7 @@ class System:
     # --- debugfs ----------------------------------------------------------------
     def debugfs_read(self, path: str) -> str:
         """Read a debugfs file; only ``x86/init_pkru`` exists, and only with PKU."""
+        _check_path(path)
         if path != "x86/init_pkru" or not self.ospke:
             raise FileNotFoundError(ENOENT, os.strerror(ENOENT), path)
         return f"{self.init_pkru_value:#x}\n"
@@ -211,9 +250,15 @@ class System:
         new value affects contexts created afterwards: exec and signal
         handlers, not running threads.
         """
+        _check_path(path)
+        if isinstance(data, str):
+            data = data.encode()
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"debugfs_write writes a str or bytes, not {type(data).__name__}")
         if path != "x86/init_pkru" or not self.ospke:
             raise FileNotFoundError(ENOENT, os.strerror(ENOENT), path)
-        value = kstrtouint(data[:31].split("\0", 1)[0])     # a C string: up to the first NUL
+        # At most 31 bytes are copied in and read as a C string: up to the first NUL.
+        value = kstrtouint(bytes(data[:31]).split(b"\0", 1)[0].decode("latin-1"))
         if value is None or value & 0x3:
             raise OSError(EINVAL, os.strerror(EINVAL))
         self.init_pkru_value = value
@@ -244,7 +289,8 @@ class System:
             memo[id(mm)] = mm2
             proc2 = Process(new, pid, mm2, end=proc.end, execs=proc.execs,
                             sigactions=dict(proc.sigactions),
-                            fds={fd: copy.deepcopy(f, memo) for fd, f in proc.fds.items()})
+                            fds={fd: copy.deepcopy(f, memo) for fd, f in proc.fds.items()},
+                            stopped=proc.stopped, pgid=proc.pgid)
             memo[id(proc)] = proc2
             for t in proc.threads:
                 t2 = Thread(proc2, t.tid, t.pkru, sp=t.sp, altstack=t.altstack,
@@ -262,7 +308,8 @@ class System:
         procs = []
         for pid, p in sorted(self.processes.items()):
             mm = p.mm
-            procs.append((pid, repr(p.end), mm.pkey_allocation_map, mm.execute_only_pkey,
+            procs.append((pid, repr(p.end), p.stopped, p.pgid, mm.pkey_allocation_map,
+                          mm.execute_only_pkey,
                           tuple((v.start, v.end, v.flags, v.pkey, v.name, v.anon_vma, v.shmem)
                                 for v in mm.vmas),
                           tuple(sorted(mm.ptes.items())), tuple(sorted(mm.memory.items())),

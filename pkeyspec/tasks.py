@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from . import access, cabi, io_uring as uring, keys, mm as mm_, signals, uaccess
 from .signals import MINSIGSTKSZ, SS_AUTODISARM, SS_DISABLE, SS_ONSTACK, Exited, Killed, Sigaction
-from .uapi import EINVAL, ENOMEM, ENOSYS, EPERM, ESRCH
+from .uapi import EAGAIN, EINVAL, ENOMEM, ENOSYS, EPERM, ESRCH
 
 if TYPE_CHECKING:
     from .system import System
@@ -37,14 +37,6 @@ def sigaltstack_size_valid(thread: Thread, ss_size: int) -> bool:
     MINSIGSTKSZ limits the size.
     """
     return True
-
-
-def _valid_signal(signum: int) -> int:
-    """Signal numbers 0..64 (0: only a check); anything else is EINVAL (``valid_signal``)."""
-    signum = cabi.int32(signum)
-    if signum < 0 or signum > 64:
-        raise OSError(EINVAL, os.strerror(EINVAL))
-    return signum
 
 
 def _syscall(ret: int) -> int:
@@ -69,6 +61,11 @@ class Process:
     sigactions: dict[int, Sigaction] = field(default_factory=dict)
     #: Open files: pipe ends and ``/proc/PID/mem``.
     fds: dict[int, object] = field(default_factory=dict)
+    #: The signal that stopped the process (SIGSTOP, SIGTSTP, ...), 0 while it runs.
+    stopped: int = 0
+    #: The process group (``kill(0, sig)``): a spawned program starts its own, a child
+    #: of fork stays in its parent's.
+    pgid: int = 0
 
     def alloc_fd(self, f: object) -> int:
         fd = 3
@@ -94,6 +91,8 @@ class Process:
 
     def __repr__(self) -> str:
         state = "running" if self.end is None else repr(self.end)
+        if self.end is None and self.stopped:
+            state = f"stopped by {signals.signal_name(self.stopped)}"
         return f"<Process {self.pid} {state}>"
 
 
@@ -146,14 +145,21 @@ class Thread:
             raise ProcessLookupError(ESRCH, f"thread {self.tid} has ended: {self.process.end!r}")
         if self not in self.process.threads:
             raise ProcessLookupError(ESRCH, f"thread {self.tid} has ended")
-        while self.pending and not self.blocked & set(self.pending):
-            # A signal sent to this thread by another one is delivered on its way back to user space.
-            signals.send_signal(self, self.pending.pop(0))
-            if self.process.end is not None:
-                raise ProcessLookupError(ESRCH, f"thread {self.tid} has ended: {self.process.end!r}")
+        # A signal sent to this thread by another one is delivered on its way back to user space.
+        if not self.process.stopped and signals.deliver_pending(self) is not None:
+            raise ProcessLookupError(ESRCH, f"thread {self.tid} has ended: {self.process.end!r}")
+        if self.process.stopped:
+            # A stopped thread makes no step until a SIGCONT (or SIGKILL) from elsewhere.
+            raise BlockingIOError(EAGAIN, f"thread {self.tid} is stopped by "
+                                  f"{signals.signal_name(self.process.stopped)} until a SIGCONT")
 
-    def _pkey_syscalls_exist(self) -> None:
-        """The three pkey system calls arrived in Linux 4.9; before, they are ENOSYS (SYS-ENOSYS)."""
+    def _pkey_syscalls_exist(self, *args: int) -> None:
+        """The three pkey system calls arrived in Linux 4.9; before, they are ENOSYS (SYS-ENOSYS).
+
+        The arguments are C integers even then: a non-integer is a TypeError first.
+        """
+        for arg in args:
+            cabi.index(arg)
         if self.system.kernel < (4, 9):
             raise OSError(ENOSYS, os.strerror(ENOSYS))
 
@@ -181,7 +187,7 @@ class Thread:
     def pkey_mprotect(self, addr: int, len: int, prot: int, pkey: int) -> int:
         """``pkey_mprotect(2)``."""
         self._enter()
-        self._pkey_syscalls_exist()
+        self._pkey_syscalls_exist(addr, len, prot, pkey)
         return _syscall(mm_.do_mprotect_pkey(self, addr, len, prot, pkey))
 
     def madvise(self, addr: int, length: int, advice: int) -> int:
@@ -192,13 +198,13 @@ class Thread:
     def pkey_alloc(self, flags: int, access_rights: int) -> int:
         """``pkey_alloc(2)``: returns the new key."""
         self._enter()
-        self._pkey_syscalls_exist()
+        self._pkey_syscalls_exist(flags, access_rights)
         return _syscall(keys.sys_pkey_alloc(self, flags, access_rights))
 
     def pkey_free(self, pkey: int) -> int:
         """``pkey_free(2)``."""
         self._enter()
-        self._pkey_syscalls_exist()
+        self._pkey_syscalls_exist(pkey)
         return _syscall(keys.sys_pkey_free(self, pkey))
 
     def smaps(self) -> str:
@@ -264,6 +270,7 @@ class Thread:
     # --- io_uring (pkeyspec.io_uring) -------------------------------------------
     def io_uring_setup(self, entries: int, flags: int = 0) -> int:
         """``io_uring_setup(2)``: the ring's fd. An SQPOLL thread takes this thread's PKRU now."""
+        entries, flags = cabi.uint32(entries), cabi.uint32(flags)     # TypeError at once
         self._enter()
         return _syscall(uring.sys_io_uring_setup(self, entries, flags))
 
@@ -277,21 +284,36 @@ class Thread:
         this thread (inline), its io-wq worker (``IOSQE_ASYNC``) or the ring's
         SQPOLL thread (:func:`pkeyspec.io_uring.executor_pkru`).
         """
+        # The SQE's fields as the kernel reads them (u8 opcode, s32 fd, u64 addr, u32 len,
+        # u8 flags); a value of the wrong type is a TypeError at once.
+        sqe = uring.Sqe(cabi.uint32(opcode) & 0xFF, cabi.int32(fd), cabi.ulong(addr),
+                        cabi.uint32(length), cabi.uint32(sqe_flags) & 0xFF)
+        ring = cabi.int32(ring)
         self._enter()
-        return uring.submit_and_wait(self, ring, uring.Sqe(opcode, fd, addr, length, sqe_flags))
+        return uring.submit_and_wait(self, ring, sqe)
 
     # --- signals ------------------------------------------------------------
     def sigaction(self, signum: int, handler, flags: int = 0, *,
                   touches_stack: bool = True) -> Sigaction:
-        """Install a handler (a callable taking a SignalContext, SIG_DFL or SIG_IGN); returns the old one."""
+        """Install a handler (a callable taking a SignalContext, SIG_DFL or SIG_IGN); returns the old one.
+
+        ``do_sigaction``: a signal outside 1..64, SIGKILL or SIGSTOP is EINVAL.
+        Ignoring a signal discards it where it is pending.
+        """
         self._enter()
-        signum = cabi.int32(signum)
-        if signum < 1 or signum > 64 or signum in (9, 19):
+        signum, flags = cabi.int32(signum), cabi.ulong(flags)
+        if not (callable(handler) or (type(handler) is int and handler in (signals.SIG_DFL, signals.SIG_IGN))):
+            raise TypeError("a handler is SIG_DFL, SIG_IGN or a callable taking a SignalContext, "
+                            f"not {handler!r:.60}")
+        if not isinstance(touches_stack, bool):
+            raise TypeError(f"touches_stack is True or False, not {touches_stack!r:.60}")
+        if not signals.valid_signal(signum) or signum < 1 or signum in signals.SIG_KERNEL_ONLY:
             raise OSError(EINVAL, os.strerror(EINVAL))
-        if not (callable(handler) or handler in (signals.SIG_DFL, signals.SIG_IGN)):
-            raise TypeError("a handler is SIG_DFL, SIG_IGN or a callable taking a SignalContext")
         old = self.process.sigactions.get(signum, Sigaction())
-        self.process.sigactions[signum] = Sigaction(handler, cabi.ulong(flags), touches_stack)
+        self.process.sigactions[signum] = Sigaction(handler, flags, touches_stack)
+        if signals.sig_ignored(self, signum):
+            for t in self.process.threads:
+                t.pending[:] = [p for p in t.pending if p[0] != signum]
         return old
 
     def sigaltstack(self, ss_sp: int, ss_size: int, ss_flags: int = 0) -> int:
@@ -335,9 +357,15 @@ class Thread:
         return sp, size, self.sas_ss_flags() | (self.altstack_flags & SS_AUTODISARM)
 
     def raise_signal(self, signum: int):
-        """``raise(3)``: send ``signum`` to this thread; returns how the process ended, or None."""
+        """``raise(3)``: send ``signum`` to this thread; returns how the process ended, or None.
+
+        The signal's default action may also stop the process (``process.stopped``)
+        or do nothing (signal(7)).
+        """
         self._enter()
-        signum = _valid_signal(signum)
+        signum = cabi.int32(signum)
+        if not signals.valid_signal(signum):
+            raise OSError(EINVAL, os.strerror(EINVAL))
         return signals.send_signal(self, signum) if signum else None
 
     def tgkill(self, tid: int, signum: int) -> int:
@@ -348,20 +376,13 @@ class Thread:
         (``complete_signal``); any other is delivered when the target runs next.
         """
         self._enter()
-        signum = _valid_signal(signum)
-        target = next((t for t in self.process.threads if t.tid == tid), None)
-        if target is None:
-            raise ProcessLookupError(ESRCH, os.strerror(ESRCH))
-        if not signum:
-            return 0
-        action = self.process.sigactions.get(signum, Sigaction())
-        if target is self:
-            signals.send_signal(self, signum)
-        elif action.handler == signals.SIG_DFL and signum not in target.blocked:
-            self.process.terminate(Killed(signum, signals.Siginfo(signum, signals.SI_TKILL)))
-        elif action.handler != signals.SIG_IGN:
-            target.pending.append(signum)
-        return 0
+        return _syscall(signals.sys_tgkill(self, tid, signum))
+
+    def kill(self, pid: int, signum: int) -> int:
+        """``kill(2)``: send ``signum`` to process ``pid`` (0: this process group, -1: every
+        other process, below -1: process group ``-pid``), with si_code SI_USER."""
+        self._enter()
+        return _syscall(signals.sys_kill(self, pid, signum))
 
     # --- tasks -----------------------------------------------------------
     def clone(self, stack: int | None = None) -> Thread:
@@ -374,7 +395,9 @@ class Thread:
         """
         self._enter()
         rseq = None
-        if stack is None:
+        if stack is not None:
+            stack = cabi.ulong(stack)           # the stack pointer is a 64-bit register
+        else:
             from .uapi import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
             size = 64 * 1024
             base = _syscall(mm_.sys_mmap(self, 0, size, PROT_READ | PROT_WRITE,
@@ -414,7 +437,7 @@ class Thread:
     def exit_group(self, status: int) -> None:
         """End the process with ``status`` (``_exit``)."""
         self._enter()
-        self.process.terminate(Exited(status & 0xFF))
+        self.process.terminate(Exited(cabi.int32(status) & 0xFF))
 
     # --- instructions (each one atomic step) ----------------------------------
     def load(self, addr: int, size: int = 1) -> int | Killed:

@@ -20,12 +20,13 @@ process_vm_rw_single_vec`, :kernel:`7.2 kernel/ptrace.c generic_ptrace_peekdata`
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import cabi
 from .access import fault_in, page_access, read_bytes, write_bytes
-from .mm import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_SHARED, VM_WRITE
+from .mm import TASK_SIZE, VM_IO, VM_MAYREAD, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE
 from .uapi import (
     EAGAIN, EBADF, EFAULT, EINVAL, EIO, ENOENT, EPIPE, ESPIPE, ESRCH, PAGE_SHIFT, PAGE_SIZE, SIGPIPE,
 )
@@ -40,6 +41,22 @@ PTRACE_POKEDATA = 5
 #: The model's pipes never block (as if made with ``pipe2(O_NONBLOCK)``):
 #: no step of the model may wait.
 PIPE_BUF_SIZE = 65536
+#: ``UIO_MAXIOV``: at most 1024 iovecs per call (include/uapi/linux/uio.h).
+UIO_MAXIOV = 1024
+#: ``MAX_RW_COUNT``: one read or write moves at most INT_MAX rounded down to a page.
+MAX_RW_COUNT = 0x7FFFF000
+#: ``PVM_MAX_USER_PAGES``: the remote pages process_vm_* pins per round (8 KiB of page pointers).
+PVM_MAX_PAGES = 1024
+#: ``TASK_SIZE_MAX`` on x86-64 (4-level paging): where user addresses end.
+TASK_SIZE_MAX = TASK_SIZE
+U64 = 0xFFFFFFFFFFFFFFFF
+
+
+def access_ok(addr: int, size: int) -> bool:
+    """``access_ok``: the range lies below TASK_SIZE_MAX (the generic check of
+    include/asm-generic/access_ok.h). 6.12's x86 version refuses one byte more at the very
+    top (``USER_PTR_MAX`` was TASK_SIZE_MAX - 1); the model does not."""
+    return size <= TASK_SIZE_MAX and addr <= TASK_SIZE_MAX - size
 
 
 def _pages(addr: int, length: int):
@@ -103,13 +120,8 @@ def access_remote_vm(system: System, mm: Mm, addr: int, length: int, *, write: b
     out = bytearray()
     done = 0
     for a, n in _pages(addr, length):
-        vma = mm.find_vma(a)
-        if vma is None:
+        if not _pin_page(mm, a, write, force):
             break
-        if not _vma_allows(vma.flags, write, force):
-            break
-        if (a >> PAGE_SHIFT) not in mm.ptes:
-            fault_in(mm, vma, a, write)
         if write:
             write_bytes(system, mm, a, data[done:done + n])
         else:
@@ -120,9 +132,27 @@ def access_remote_vm(system: System, mm: Mm, addr: int, length: int, *, write: b
     return bytes(out) if not write else done
 
 
+def _pin_page(mm: Mm, addr: int, write: bool, force: bool) -> bool:
+    """``get_user_pages_remote`` of one page: may the kernel reach it, and fault it in if so.
+
+    A write to a page that has no page yet or only the shared zero page gets a page of
+    its own (``FOLL_WRITE`` breaks copy on write).
+    """
+    vma = mm.find_vma(addr)
+    if vma is None or not _vma_allows(vma.flags, write, force):
+        return False
+    pte = mm.ptes.get(addr >> PAGE_SHIFT)
+    if pte is None or (write and pte.zero_page):
+        fault_in(mm, vma, addr, write)
+    return True
+
+
 def _vma_allows(flags: int, write: bool, force: bool) -> bool:
-    """``check_vma_flags`` (mm/gup.c): FOLL_FORCE may write a private mapping that could be
-    made writable (copy on write), and read one that could be made readable."""
+    """``check_vma_flags`` (mm/gup.c): never a VM_IO or VM_PFNMAP mapping such as [vvar];
+    FOLL_FORCE may write a private mapping that could be made writable (copy on write),
+    and read one that could be made readable."""
+    if flags & (VM_IO | VM_PFNMAP):
+        return False
     if write:
         if flags & VM_WRITE:
             return True
@@ -149,9 +179,14 @@ class PipeEnd:
 
 @dataclass(eq=False)
 class ProcMem:
-    """An open ``/proc/PID/mem``."""
+    """An open ``/proc/PID/mem``: the process, which program it ran when opened (its mm
+    goes away with an exec or the process's end), and the file position."""
 
     pid: int
+    execs: int = 0
+    pos: int = 0
+    #: False when the process had no mm any more at open time (it had ended).
+    has_mm: bool = True
 
 
 def _file(thread: Thread, fd: int):
@@ -191,21 +226,37 @@ def sys_close(thread: Thread, fd: int) -> int:
     return 0
 
 
-def sys_write(thread: Thread, fd: int, buf: int, count: int, *, pkru: int | None = None) -> int:
-    """``write(2)`` to a pipe: the kernel copies from ``buf`` under the caller's PKRU.
+def _vfs_check(f, buf: int, count: int, write: bool) -> int:
+    """``vfs_read``/``vfs_write`` before the file's own method: EBADF for the wrong end of a
+    pipe, EFAULT for a buffer beyond user space (``access_ok``); 0 when both pass."""
+    if isinstance(f, PipeEnd) and f.write != write:
+        return -EBADF
+    if not isinstance(f, (PipeEnd, ProcMem)):
+        return -EINVAL          # no read or write method (an io_uring fd): FMODE_CAN_READ/WRITE
+    if not access_ok(buf, count):
+        return -EFAULT
+    return 0
 
-    ``pipe_write`` fills one pipe page at a time; a page that cannot be
-    filled completely is dropped, and the call fails with EFAULT if nothing
-    was written before it. With no reader left: SIGPIPE, then EPIPE.
-    ``pkru``: the PKRU of the task that runs the copy, when it is not
-    ``thread`` (an io_uring kernel thread, :mod:`pkeyspec.io_uring`).
+
+def sys_write(thread: Thread, fd: int, buf: int, count: int, *, pkru: int | None = None) -> int:
+    """``write(2)``: to a pipe, or to ``/proc/PID/mem`` at its file position.
+
+    The kernel copies from ``buf`` under the caller's PKRU. ``pipe_write``
+    fills one pipe page at a time; a page that cannot be filled completely
+    is dropped, and the call fails with EFAULT if nothing was written
+    before it. With no reader left: SIGPIPE, then EPIPE. ``pkru``: the PKRU of
+    the task that runs the copy, when it is not ``thread`` (an io_uring
+    worker or SQPOLL thread, :mod:`pkeyspec.io_uring`).
     """
     buf, count = cabi.ulong(buf), cabi.ulong(count)
     f = _file(thread, fd)
     if isinstance(f, int):
         return f
-    if not isinstance(f, PipeEnd) or not f.write:
-        return -EBADF
+    err = _vfs_check(f, buf, count, True)
+    if err:
+        return err
+    if isinstance(f, ProcMem):
+        return _mem_file_rw(thread, f, buf, count, write=True)
     if count == 0:
         return 0
     if f.pipe.readers == 0:
@@ -226,18 +277,22 @@ def sys_write(thread: Thread, fd: int, buf: int, count: int, *, pkru: int | None
 
 
 def sys_read(thread: Thread, fd: int, buf: int, count: int, *, pkru: int | None = None) -> int:
-    """``read(2)`` from a pipe: the kernel copies into ``buf`` under the caller's PKRU.
+    """``read(2)``: from a pipe, or from ``/proc/PID/mem`` at its file position.
 
-    ``pipe_read`` empties one pipe page at a time; a page that cannot be
-    copied out completely stays in the pipe, and the call fails with EFAULT
-    if nothing was read before it. ``pkru`` as for :func:`sys_write`.
+    The kernel copies into ``buf`` under the caller's PKRU. ``pipe_read``
+    empties one pipe page at a time; a page that cannot be copied out
+    completely stays in the pipe, and the call fails with EFAULT if nothing
+    was read before it. ``pkru`` as for :func:`sys_write`.
     """
     buf, count = cabi.ulong(buf), cabi.ulong(count)
     f = _file(thread, fd)
     if isinstance(f, int):
         return f
-    if not isinstance(f, PipeEnd) or f.write:
-        return -EBADF
+    err = _vfs_check(f, buf, count, False)
+    if err:
+        return err
+    if isinstance(f, ProcMem):
+        return _mem_file_rw(thread, f, buf, count, write=False)
     if count == 0:
         return 0
     if not f.pipe.data:
@@ -255,58 +310,88 @@ def sys_read(thread: Thread, fd: int, buf: int, count: int, *, pkru: int | None 
 
 
 def sys_open_proc_mem(thread: Thread, pid: int) -> int:
-    """``open("/proc/PID/mem", O_RDWR)``; ``pid`` 0 means ``/proc/self/mem``."""
-    pid = cabi.int32(pid) or thread.process.pid
-    if pid not in thread.system.processes or thread.system.processes[pid].end is not None:
-        return -ENOENT
-    return thread.process.alloc_fd(ProcMem(pid))
+    """``open("/proc/PID/mem", O_RDWR)``; ``pid`` 0 means ``/proc/self/mem``.
 
-
-def _mem_rw(thread: Thread, fd: int, buf: int, count: int, offset: int, write: bool) -> int:
-    """``mem_rw`` (fs/proc/base.c): one page-sized chunk at a time through a kernel page.
-
-    The target is accessed foreign, with FOLL_FORCE (no keys); the caller's
-    buffer is copied with the caller's PKRU, and any failed copy makes the
-    whole call EFAULT. A target chunk that cannot be accessed ends the call:
-    EIO if nothing was done yet.
+    An ended process that nobody has waited for (the model never reaps one)
+    still has its ``/proc/PID``: the file opens, without an mm, and reads 0 bytes.
     """
-    buf, count, offset = cabi.ulong(buf), cabi.ulong(count), cabi.ulong(offset)
-    f = _file(thread, fd)
-    if isinstance(f, int):
-        return f
-    if isinstance(f, PipeEnd):
-        return -ESPIPE
+    pid = cabi.int32(pid) or thread.process.pid
+    target = thread.system.processes.get(pid)
+    if target is None:
+        return -ENOENT
+    return thread.process.alloc_fd(ProcMem(pid, target.execs, has_mm=target.end is None))
+
+
+def _mem_file_rw(thread: Thread, f: ProcMem, buf: int, count: int, write: bool,
+                 offset: int | None = None) -> int:
+    """``mem_rw`` (fs/proc/base.c) at ``offset``, or at the file position, which it advances.
+
+    No mm (the process had ended when the file was opened, or has ended or
+    exec'd since): 0 bytes. Otherwise one page-sized chunk at a time through
+    a kernel page: the target is accessed foreign, with FOLL_FORCE (no keys);
+    the caller's buffer is copied with the caller's PKRU, and any failed copy
+    makes the whole call EFAULT. A target chunk that cannot be accessed ends
+    the call: EIO if nothing was done yet.
+    """
     target = thread.system.processes[f.pid]
+    if not f.has_mm or target.end is not None or target.execs != f.execs:
+        return 0
+    addr = f.pos if offset is None else offset
+    count = min(count, MAX_RW_COUNT)            # rw_verify_area / vfs_read
     copied = 0
     while count:
         this_len = min(count, PAGE_SIZE)
         if write:
             data = copy_from_user(thread, buf, this_len)
             if isinstance(data, int) or len(data) != this_len:
-                return -EFAULT
-            done = access_remote_vm(thread.system, target.mm, offset, this_len, write=True,
+                copied = -EFAULT
+                break
+            done = access_remote_vm(thread.system, target.mm, addr, this_len, write=True,
                                     data=data, force=True)
             this_len = 0 if done < 0 else done
         else:
-            data = access_remote_vm(thread.system, target.mm, offset, this_len, write=False,
+            data = access_remote_vm(thread.system, target.mm, addr, this_len, write=False,
                                     force=True)
             this_len = 0 if isinstance(data, int) else len(data)
             if this_len and copy_to_user(thread, buf, data) != this_len:
-                return -EFAULT
+                copied = -EFAULT
+                break
         if not this_len:
-            return copied if copied else -EIO
-        buf, offset, count, copied = buf + this_len, offset + this_len, count - this_len, copied + this_len
+            copied = copied if copied else -EIO
+            break
+        buf, addr, count, copied = buf + this_len, (addr + this_len) & U64, count - this_len, \
+            copied + this_len
+    if offset is None:
+        f.pos = addr
     return copied
+
+
+def _positional(thread: Thread, fd: int, buf: int, count: int, offset: int, write: bool) -> int:
+    """``ksys_pread64``/``ksys_pwrite64``: a negative offset (as a loff_t) is EINVAL before
+    the descriptor is looked at; a pipe has no offset (ESPIPE)."""
+    buf, count, offset = cabi.ulong(buf), cabi.ulong(count), cabi.ulong(offset)
+    fd = cabi.int32(fd)
+    if offset >> 63:
+        return -EINVAL
+    f = _file(thread, fd)
+    if isinstance(f, int):
+        return f
+    if not isinstance(f, ProcMem):
+        return -ESPIPE          # no FMODE_PREAD/FMODE_PWRITE: a pipe, an io_uring fd
+    err = _vfs_check(f, buf, count, write)
+    if err:
+        return err
+    return _mem_file_rw(thread, f, buf, count, write, offset)
 
 
 def sys_pread(thread: Thread, fd: int, buf: int, count: int, offset: int) -> int:
     """``pread`` on ``/proc/PID/mem`` (a pipe has no offset: ESPIPE)."""
-    return _mem_rw(thread, fd, buf, count, offset, write=False)
+    return _positional(thread, fd, buf, count, offset, write=False)
 
 
 def sys_pwrite(thread: Thread, fd: int, buf: int, count: int, offset: int) -> int:
     """``pwrite`` on ``/proc/PID/mem`` (a pipe has no offset: ESPIPE)."""
-    return _mem_rw(thread, fd, buf, count, offset, write=True)
+    return _positional(thread, fd, buf, count, offset, write=True)
 
 
 def _target(thread: Thread, pid: int):
@@ -316,63 +401,180 @@ def _target(thread: Thread, pid: int):
     return proc
 
 
-def _gather(iov, read) -> bytes | int:
-    """Read the iovecs in order until one fails: the bytes, or the error if none could be read."""
-    out = b""
-    for base, length in iov:
-        got = read(cabi.ulong(base), cabi.ulong(length))
-        if isinstance(got, int):
-            return got if not out else out
-        out += got
+def iovecs(iov) -> list[tuple[int, int]]:
+    """A Python iovec array, as C would read it: a list (or tuple) of ``(base, len)`` pairs of
+    ints, each converted to ``unsigned long``. Anything else is a TypeError, at once."""
+    if not isinstance(iov, (list, tuple)):
+        raise TypeError(f"an iovec array is a list of (base, len) pairs, not {type(iov).__name__}")
+    out = []
+    for item in iov:
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise TypeError(f"an iovec is a (base, len) pair, not {type(item).__name__} "
+                            f"{reprlib.repr(item)}")
+        out.append((cabi.ulong(item[0]), cabi.ulong(item[1])))
     return out
+
+
+def iovec_from_user(iov: list[tuple[int, int]]) -> int:
+    """``iovec_from_user``: -EINVAL for more than UIO_MAXIOV iovecs or a length that is
+    negative as an ``ssize_t``; else 0."""
+    if len(iov) > UIO_MAXIOV or any(length >> 63 for _, length in iov):
+        return -EINVAL
+    return 0
+
+
+class IovIter:
+    """The caller's side of process_vm_readv/writev: an ``iov_iter`` over its iovecs.
+
+    ``import_iovec`` built it: each iovec passed ``access_ok`` and the total
+    is at most MAX_RW_COUNT. Copies go through ``copy_to_user`` and
+    ``copy_from_user``, under the calling thread's PKRU, and advance by what
+    was copied; a copy that stops short stops the iterator's caller.
+    """
+
+    def __init__(self, thread: Thread, segs: list[tuple[int, int]]) -> None:
+        self.thread = thread
+        self.segs = [(base, length) for base, length in segs if length]
+        self.total = sum(length for _, length in self.segs)
+        self.seg = 0
+        self.off = 0
+        self.done = 0
+
+    def count(self) -> int:
+        return self.total - self.done
+
+    def _advance(self, n: int) -> None:
+        self.done += n
+        self.off += n
+        while self.seg < len(self.segs) and self.off >= self.segs[self.seg][1]:
+            self.off -= self.segs[self.seg][1]
+            self.seg += 1
+
+    def copy_out(self, data: bytes) -> int:
+        """``copy_page_to_iter``: write ``data`` into the caller's memory; the bytes written."""
+        written = 0
+        while written < len(data) and self.seg < len(self.segs):
+            base, length = self.segs[self.seg]
+            n = min(length - self.off, len(data) - written)
+            got = max(copy_to_user(self.thread, base + self.off, data[written:written + n]), 0)
+            self._advance(got)
+            written += got
+            if got < n:
+                break
+        return written
+
+    def copy_in(self, n: int) -> bytes:
+        """``copy_page_from_iter``: read up to ``n`` bytes of the caller's memory."""
+        out = b""
+        while len(out) < n and self.seg < len(self.segs):
+            base, length = self.segs[self.seg]
+            want = min(length - self.off, n - len(out))
+            got = copy_from_user(self.thread, base + self.off, want)
+            got = b"" if isinstance(got, int) else got
+            self._advance(len(got))
+            out += got
+            if len(got) < want:
+                break
+        return out
+
+
+def import_iovec(thread: Thread, iov: list[tuple[int, int]]) -> IovIter | int:
+    """``import_iovec``: ``iovec_from_user``, then EFAULT for an iovec that fails
+    ``access_ok``; lengths past a total of MAX_RW_COUNT are cut."""
+    err = iovec_from_user(iov)
+    if err:
+        return err
+    segs, total = [], 0
+    for base, length in iov:
+        if not access_ok(base, length):
+            return -EFAULT
+        length = min(length, MAX_RW_COUNT - total)
+        segs.append((base, length))
+        total += length
+    return IovIter(thread, segs)
+
+
+def _rw_single_vec(thread: Thread, mm: Mm, addr: int, length: int, it: IovIter,
+                   write: bool) -> int:
+    """``process_vm_rw_single_vec``: pin up to PVM_MAX_PAGES remote pages at a time (no
+    FOLL_FORCE, no keys), then copy them one by one while the caller's side has room.
+    0, or -EFAULT when no page could be pinned or a local copy stopped short."""
+    if length == 0:
+        return 0
+    pa, offset = addr & ~(PAGE_SIZE - 1), addr & (PAGE_SIZE - 1)
+    nr_pages = (((addr + length - 1) & U64) // PAGE_SIZE - addr // PAGE_SIZE + 1) & U64
+    system = thread.system
+    while nr_pages and it.count():
+        pinned = 0
+        while pinned < min(nr_pages, PVM_MAX_PAGES) and \
+                _pin_page(mm, pa + pinned * PAGE_SIZE, write, False):
+            pinned += 1
+        if not pinned:
+            return -EFAULT
+        left = min(pinned * PAGE_SIZE - offset, length)
+        length -= left
+        page = pa
+        while left and it.count():                      # process_vm_rw_pages
+            copy = min(PAGE_SIZE - offset, left)
+            if write:
+                data = it.copy_in(copy)
+                write_bytes(system, mm, page + offset, data)
+                copied = len(data)
+            else:
+                copied = it.copy_out(read_bytes(system, mm, page + offset, copy))
+            left -= copied
+            if copied < copy and it.count():
+                return -EFAULT
+            offset, page = 0, page + PAGE_SIZE
+        offset = 0
+        nr_pages -= pinned
+        pa += pinned * PAGE_SIZE
+    return 0
+
+
+def sys_process_vm_rw(thread: Thread, pid: int, local_iov, remote_iov, flags: int,
+                      write: bool) -> int:
+    """``process_vm_rw``: the remote side foreign (no keys), the local side checked.
+
+    In Linux's order: flags != 0 is EINVAL; the local iovecs are imported
+    (EINVAL, EFAULT) and, if they hold no byte, the call returns 0; then the
+    remote iovecs (EINVAL); if they hold no byte, 0; then the process (ESRCH,
+    also for one that has ended). Only min(local, remote) bytes are copied,
+    page by page; the count copied is returned if it is not 0, else the error.
+    """
+    pid, flags = cabi.int32(pid), cabi.ulong(flags)
+    local, remote = iovecs(local_iov), iovecs(remote_iov)
+    if flags:
+        return -EINVAL
+    it = import_iovec(thread, local)
+    if isinstance(it, int):
+        return it
+    if not it.count():
+        return 0
+    err = iovec_from_user(remote)
+    if err:
+        return err
+    if not any(length for _, length in remote):
+        return 0
+    target = _target(thread, pid)
+    if target is None:
+        return -ESRCH
+    rc = 0
+    for base, length in remote:
+        if rc or not it.count():
+            break
+        rc = _rw_single_vec(thread, target.mm, base, length, it, write)
+    return it.done if it.done else rc
 
 
 def sys_process_vm_readv(thread: Thread, pid: int, local_iov, remote_iov, flags: int) -> int:
     """``process_vm_readv``: remote side foreign (no keys), local side checked."""
-    if cabi.ulong(flags):
-        return -EINVAL
-    target = _target(thread, pid)
-    if target is None:
-        return -ESRCH
-    remote = _gather(remote_iov, lambda base, length: access_remote_vm(
-        thread.system, target.mm, base, length, write=False, force=False))
-    if isinstance(remote, int):
-        return remote
-    done = 0
-    for base, length in local_iov:
-        piece = remote[done:done + cabi.ulong(length)]
-        if not piece:
-            break
-        n = copy_to_user(thread, cabi.ulong(base), piece)
-        if n < 0:
-            return n if not done else done
-        done += n
-        if n < len(piece):
-            break
-    return done
+    return sys_process_vm_rw(thread, pid, local_iov, remote_iov, flags, write=False)
 
 
 def sys_process_vm_writev(thread: Thread, pid: int, local_iov, remote_iov, flags: int) -> int:
     """``process_vm_writev``: local side checked, remote side foreign (no keys)."""
-    if cabi.ulong(flags):
-        return -EINVAL
-    target = _target(thread, pid)
-    if target is None:
-        return -ESRCH
-    local = _gather(local_iov, lambda base, length: copy_from_user(thread, base, length))
-    if isinstance(local, int):
-        return local
-    done = 0
-    for base, length in remote_iov:
-        piece = local[done:done + cabi.ulong(length)]
-        if not piece:
-            break
-        n = access_remote_vm(thread.system, target.mm, cabi.ulong(base), len(piece),
-                             write=True, data=piece, force=False)
-        if n < 0:
-            return n if not done else done
-        done += n
-    return done
+    return sys_process_vm_rw(thread, pid, local_iov, remote_iov, flags, write=True)
 
 
 def sys_ptrace(thread: Thread, request: int, pid: int, addr: int, data: int) -> int:
@@ -380,18 +582,17 @@ def sys_ptrace(thread: Thread, request: int, pid: int, addr: int, data: int) -> 
 
     The model does not check the tracing relationship or the tracee's stop state.
     """
-    request = cabi.int32(request)
+    request, addr, data = cabi.int32(request), cabi.ulong(addr), cabi.ulong(data)
     target = _target(thread, pid)
     if target is None:
         return -ESRCH
-    addr = cabi.ulong(addr)
     if request == PTRACE_PEEKDATA:
         got = access_remote_vm(thread.system, target.mm, addr, 8, write=False, force=True)
         if isinstance(got, int) or len(got) != 8:
             return -EIO
         return int.from_bytes(got, "little")
     if request == PTRACE_POKEDATA:
-        word = cabi.ulong(data).to_bytes(8, "little")
+        word = data.to_bytes(8, "little")
         done = access_remote_vm(thread.system, target.mm, addr, 8, write=True, data=word,
                                 force=True)
         return 0 if done == 8 else -EIO

@@ -57,13 +57,38 @@ ESPIPE = _errno.ESPIPE
 EPIPE = _errno.EPIPE
 EOPNOTSUPP = _errno.EOPNOTSUPP
 
-# Signals (arch/x86/include/uapi/asm/signal.h)
+# Signals (arch/x86/include/uapi/asm/signal.h); 32 to 64 are the real-time signals.
+SIGHUP = 1
+SIGINT = 2
+SIGQUIT = 3
 SIGILL = 4
+SIGTRAP = 5
+SIGABRT = 6
+SIGBUS = 7
+SIGFPE = 8
 SIGKILL = 9
 SIGUSR1 = 10
 SIGSEGV = 11
 SIGUSR2 = 12
 SIGPIPE = 13
+SIGALRM = 14
+SIGTERM = 15
+SIGSTKFLT = 16
+SIGCHLD = 17
+SIGCONT = 18
+SIGSTOP = 19
+SIGTSTP = 20
+SIGTTIN = 21
+SIGTTOU = 22
+SIGURG = 23
+SIGXCPU = 24
+SIGXFSZ = 25
+SIGVTALRM = 26
+SIGPROF = 27
+SIGWINCH = 28
+SIGIO = 29
+SIGPWR = 30
+SIGSYS = 31
 
 # si_code values (include/uapi/asm-generic/siginfo.h)
 SI_KERNEL = 0x80
@@ -91,8 +116,9 @@ PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 PAGE_MASK = ~(PAGE_SIZE - 1)
 
-SIGNAL_NAMES = {SIGILL: "SIGILL", SIGKILL: "SIGKILL", SIGUSR1: "SIGUSR1",
-                SIGSEGV: "SIGSEGV", SIGUSR2: "SIGUSR2", SIGPIPE: "SIGPIPE"}
+#: The names of signals 1 to 31; a real-time signal is shown by its number.
+SIGNAL_NAMES = {value: name for name, value in list(globals().items())
+                if name.startswith("SIG") and isinstance(value, int)}
 SI_CODE_NAMES = {
     SIGSEGV: {SEGV_MAPERR: "SEGV_MAPERR", SEGV_ACCERR: "SEGV_ACCERR",
               SEGV_BNDERR: "SEGV_BNDERR", SEGV_PKUERR: "SEGV_PKUERR",

@@ -7,7 +7,7 @@ import pytest
 from pkeyspec import (
     ILL_ILLOPN, MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PKEY_DISABLE_ACCESS, PKEY_DISABLE_WRITE,
     PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, SEGV_ACCERR, SEGV_MAPERR, SEGV_PKUERR, SI_KERNEL,
-    SIGILL, SIGSEGV, Exited, Killed, Siginfo, System,
+    SA_NODEFER, SIGILL, SIGSEGV, SIGUSR1, Exited, Killed, Livelock, Siginfo, System,
 )
 
 PAGE = 4096
@@ -624,3 +624,64 @@ def test_execve_ends_the_other_threads():
     with pytest.raises(ProcessLookupError) as info:
         other.load(0x402000)
     assert info.value.errno == errno.ESRCH
+
+
+# --- faults no handler can repair ------------------------------------------------------------
+
+@pytest.mark.parametrize("call", [
+    lambda t: t.store(0x8000000000000000 - 2, 0x4142434445464748, 8),   # crosses into the hole
+    lambda t: t.load(0xA7AD862210FCADDD),
+    lambda t: t.rdpkru(1),
+    lambda t: t.wrpkru(0, 0, 1),
+])
+def test_gp_with_a_handler_that_returns_runs_again_it_is_not_skipped(call):
+    """#GP (a non-canonical address, RDPKRU/WRPKRU with ECX or EDX not 0) under a SIGSEGV
+    handler that returns: the instruction runs again and faults again, forever, since the
+    model's handlers cannot change the registers that cause it; the model records a
+    Livelock. Before, the instruction was taken as done: the store wrote its bytes into
+    the non-canonical hole and rdpkru returned None.
+
+    Source: arch/x86/kernel/traps.c (``exc_general_protection`` -> ``force_sig(SIGSEGV)``;
+    ``sigreturn`` resumes at the faulting instruction).
+    """
+    t = System().spawn()
+    calls = []
+    t.sigaction(SIGSEGV, lambda ctx: calls.append(ctx.info))
+    end = call(t)
+    assert isinstance(end, Livelock), end
+    assert end.siginfo.si_code == SI_KERNEL
+    assert len(calls) == 8
+    assert not [a for a in t.process.mm.memory if a >= 0x7FFFFFFFF000]
+
+
+def test_ud_without_pku_with_a_sigill_handler_livelocks():
+    """RDPKRU without PKU is #UD: SIGILL; a handler that returns runs it again (arch/x86/kernel/
+    traps.c ``exc_invalid_op`` -> ``do_error_trap``)."""
+    t = System(pku=False).spawn()
+    t.sigaction(SIGILL, lambda ctx: None)
+    end = t.rdpkru()
+    assert isinstance(end, Livelock) and end.siginfo.si_signo == SIGILL
+
+
+def test_handlers_that_raise_their_own_signal_nest_until_the_stack_is_used_up():
+    """A handler that raises its own signal with SA_NODEFER nests frames without end; Linux
+    stops when a frame can no longer be written (force_sigsegv: SIGSEGV, SI_KERNEL). The model
+    nests at most 32 frames (before, Python's recursion limit ended the call with a
+    RecursionError).
+
+    Source: arch/x86/kernel/signal.c ``handle_signal`` (``signal_setup_done`` ->
+    ``force_sigsegv`` when ``setup_rt_frame`` fails).
+    """
+    t = System().spawn()
+    big = t.mmap(0, 4 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    u = t.clone(stack=big + (4 << 20) - 64)
+    depth = []
+
+    def again(ctx):
+        depth.append(ctx.thread.handler_depth)
+        ctx.thread.raise_signal(SIGUSR1)
+
+    u.sigaction(SIGUSR1, again, SA_NODEFER)
+    end = u.raise_signal(SIGUSR1)
+    assert end.signo == SIGSEGV and end.siginfo.si_code == SI_KERNEL
+    assert max(depth) == 32

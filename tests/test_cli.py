@@ -406,3 +406,28 @@ def test_pkru_decode_svg_draws_the_register(capsys):
     assert svg.tag == ns + "svg"
     assert "0x55555558" in svg.find(ns + "title").text
     assert "key 1" in svg.find(ns + "desc").text
+
+
+# --- the decoding helpers' contract (found by tests/fuzz.py) ---------------------------------
+
+def test_parse_int_checks_a_field_of_any_width_without_building_its_bounds():
+    """A field 2**70 bits wide: -1 is refused at once with bounds written as powers of two
+    (before: MemoryError); a width below 1 is a ValueError; a non-str is a TypeError."""
+    with pytest.raises(cli.CliError, match=r"between 0 and 2\*\*1180591620717411303424 - 1"):
+        cli.parse_int("-1", "x", bits=2**70)
+    assert cli.parse_int("-1", "x", bits=2**70, signed=True) == -1
+    assert cli.parse_int("0xff", "x", bits=8) == 255
+    with pytest.raises(cli.CliError, match="between 0x0 and 0xff"):
+        cli.parse_int("256", "x", bits=8)
+    with pytest.raises(cli.CliError, match="between -0x80 and 0x7f"):
+        cli.parse_int("-129", "x", bits=8, signed=True)
+    with pytest.raises(ValueError, match="at least 1"):
+        cli.parse_int("1", "x", bits=0)
+    with pytest.raises(TypeError):
+        cli.parse_int(None, "x")
+
+
+def test_format_fault_with_a_code_that_is_not_a_sigsegv_code():
+    """An si_code SIGSEGV does not have is named as such (before: KeyError)."""
+    assert "si_code 99 = not a SIGSEGV code" in cli.format_fault(0x25, 99)
+    assert "error code 0x25" in cli.format_fault(2**64 + 0x25)

@@ -1,4 +1,8 @@
-"""Fuzzing the Thread API with arbitrary integers.
+"""Fuzzing: every public function (tests/fuzz.py, a smoke run), and the Thread API with Hypothesis.
+
+The smoke run is the code of ``make fuzz`` with a few thousand calls and a
+fixed seed; the fuzzer itself is tested on planted defects, so that a run
+without findings means something.
 
 A system call either returns what the C call returns (a non-negative int)
 or raises OSError with one of Linux's errno values; no other exception
@@ -7,7 +11,14 @@ returns its value, None or how the process ended, and never raises; only an
 access size x86 does not have is an API misuse (ValueError).
 """
 
+from __future__ import annotations
+
 import errno
+import importlib
+import importlib.util
+import inspect
+import io
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -196,3 +207,163 @@ def test_invalid_access_size_is_value_error(size, addr):
     with pytest.raises(ValueError):
         t.store(addr, 0, size)
     assert t.alive
+
+
+# --- tests/fuzz.py: the smoke run, and the fuzzer on planted defects -----------------------
+
+from pkeyspec import cabi  # noqa: E402
+from tests import fuzz  # noqa: E402
+
+
+def test_smoke_run_of_make_fuzz_finds_no_disallowed_outcome():
+    """A few thousand calls of every function, method and constructor: no disallowed outcome."""
+    f = fuzz.Fuzzer(seed=20240601)
+    f.run(15000)
+    out = io.StringIO()
+    status = fuzz.report(f, out)
+    assert status == 0, out.getvalue()
+    assert f.calls >= 15000
+    assert f.outcomes["return"] > 5000 and f.outcomes["TypeError"] > 100
+
+
+def _planted(func) -> fuzz.Target:
+    params = list(inspect.signature(func).parameters.values())
+    return fuzz.Target(f"planted.{func.__name__}", func, None, params, False, 1.0)
+
+
+def planted_accepts(x: int):
+    return x                                    # no conversion: a float is accepted
+
+
+def planted_crashes(x: int):
+    if cabi.index(x) == 3:
+        raise KeyError(x)
+    return 0
+
+
+def planted_sloppy(x: int):
+    return x + 1                                # a TypeError, but not one the model raises
+
+
+def planted_errno(x: int):
+    cabi.index(x)
+    raise OSError(9999, "not an errno of Linux")
+
+
+@pytest.mark.parametrize(("func", "kind"), [
+    (planted_accepts, "wrong type accepted"), (planted_crashes, "KeyError"),
+    (planted_sloppy, "TypeError not raised by the model itself"),
+    (planted_errno, "OSError without a Linux errno"),
+])
+def test_the_fuzzer_reports_a_planted_defect(func, kind):
+    """Each kind of disallowed outcome is caught and reported with the call that shows it."""
+    spawn = next(t for t in fuzz.targets() if t.name == "System.spawn")
+    f = fuzz.Fuzzer(seed=1, targets_=[spawn, _planted(func)])
+    f.run(3000)
+    assert (kind, f"planted.{func.__name__}") in f.defects, f.defects.keys()
+    defect = f.defects[(kind, f"planted.{func.__name__}")][0]
+    assert f"planted.{func.__name__}(" in defect.lines[-1]
+
+
+def test_a_reproducer_is_minimal_and_runs(monkeypatch):
+    """A defect in a model function is reported with the few lines that still show it."""
+    import pkeyspec.hardware
+    real = pkeyspec.hardware.decode_pf_error
+
+    def broken(err: int) -> str:
+        if cabi.ulong(err) == 0x25:
+            raise KeyError("planted")
+        return real(err)
+
+    monkeypatch.setattr(pkeyspec.hardware, "decode_pf_error", broken)
+    spawn = next(t for t in fuzz.targets() if t.name == "System.spawn")
+    mmap = next(t for t in fuzz.targets() if t.name == "Thread.mmap")
+    target = fuzz.Target("pkeyspec.hardware.decode_pf_error", broken, None,
+                         list(inspect.signature(broken).parameters.values()), False, 1.0)
+    f = fuzz.Fuzzer(seed=3, targets_=[spawn, mmap, target])
+    f.run(3000)
+    defect = f.defects[("KeyError", "pkeyspec.hardware.decode_pf_error")][0]
+    lines = fuzz.minimize(defect)
+    assert len(lines) == 2 and lines[0].startswith("s = System(")
+    assert lines[-1].endswith("pkeyspec.hardware.decode_pf_error(37))")
+    exc, _, _ = fuzz.replay(lines)
+    assert isinstance(exc, KeyError)
+
+
+def _burn(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_a_slow_call_is_reported_when_it_is_slow_again_on_replay(monkeypatch):
+    """Over 100 ms of CPU is a defect if replaying the history shows it again; a call that was
+    slow once only (a garbage collection, the load) is counted apart."""
+    import pkeyspec.cli
+    import pkeyspec.hardware
+    decode, expected = pkeyspec.hardware.decode_pf_error, pkeyspec.cli.expected_si_code
+    once = []
+
+    def always_slow(err: int) -> str:
+        if cabi.ulong(err) == 0x25:
+            _burn(0.12)
+        return decode(err)
+
+    def slow_once(err: int):
+        if not once:
+            once.append(err)
+            _burn(0.12)
+        return expected(err)
+
+    monkeypatch.setattr(pkeyspec.hardware, "decode_pf_error", always_slow)
+    monkeypatch.setattr(pkeyspec.cli, "expected_si_code", slow_once)
+    spawn = next(t for t in fuzz.targets() if t.name == "System.spawn")
+    planted = [fuzz.Target(name, func, None, list(inspect.signature(func).parameters.values()),
+                           False, 1.0)
+               for name, func in (("pkeyspec.hardware.decode_pf_error", always_slow),
+                                  ("pkeyspec.cli.expected_si_code", slow_once))]
+    f = fuzz.Fuzzer(seed=5, targets_=[spawn, *planted])
+    f.run(400)
+    defect = f.defects[("slow", "pkeyspec.hardware.decode_pf_error")][0]
+    assert defect.lines[-1].endswith("(37)")
+    assert ("slow", "pkeyspec.cli.expected_si_code") not in f.defects
+    assert f.outcomes["slow once, not on replay"] == 1
+
+
+def test_every_public_function_and_method_is_a_target():
+    """Found by introspection: each public function of each fuzzed module, each public method of
+    System, Process, Thread and SignalContext, minus the listed exclusions."""
+    names = {t.name for t in fuzz.targets()}
+    for module in ("hardware", "glibc", "rfc", "keys", "mm", "access", "uaccess", "signals",
+                   "execute_only", "system", "cabi", "cli", "pictures", "explore", "conformance"):
+        mod = importlib.import_module(f"pkeyspec.{module}")
+        for name, obj in vars(mod).items():
+            qual = f"pkeyspec.{module}.{name}"
+            if inspect.isfunction(obj) and obj.__module__ == mod.__name__ and \
+                    not name.startswith("_") and qual not in fuzz.EXCLUDED:
+                assert qual in names, qual
+    for cls in fuzz.METHOD_OWNERS:
+        for name, member in vars(cls).items():
+            qual = f"{cls.__name__}.{name}"
+            if inspect.isfunction(member) and not name.startswith("_") and \
+                    qual not in fuzz.EXCLUDED:
+                assert qual in names
+    for name in ("pkeyspec.system.System", "pkeyspec.signals.Siginfo", "pkeyspec.signals.Killed"):
+        assert name in names
+
+
+def test_every_exclusion_names_something_that_exists_and_says_why():
+    for qual, why in {**fuzz.EXCLUDED, **fuzz.TYPED}.items():
+        assert why
+        if qual.startswith("pkeyspec."):
+            module, _, name = qual.rpartition(".")
+            try:
+                mod = importlib.import_module(qual)
+            except ImportError:
+                mod = importlib.import_module(module)
+                assert hasattr(mod, name), qual
+        else:
+            cls, name = qual.split(".")
+            assert hasattr(getattr(fuzz, cls), name), qual
+    for module in fuzz.EXCLUDED_MODULES:
+        assert importlib.util.find_spec(module) is not None, module

@@ -288,3 +288,61 @@ def test_exception_records_are_values():
     assert PageFault(0x1000, 0x25) != PageFault(0x1000, 0x27)
     assert GeneralProtection() == GeneralProtection()
     assert InvalidOpcode() == InvalidOpcode()
+
+
+# --- the helpers' contract ----------------------------------------------------------------
+
+@pytest.mark.parametrize("call", [
+    lambda: pkru_rights(0, -1), lambda: pkru_rights(0, 16), lambda: pkru_with_rights(0, -1, 0),
+    lambda: pkru_with_rights(0, 2**33, 0), lambda: pkru_with_rights(0, 10**5000, 0),
+    lambda: pkru_allows_read(0, 16), lambda: pkru_allows_write(0, -(2**64)),
+    lambda: pte_with_pkey(0, 16),
+])
+def test_a_key_outside_0_to_15_is_a_value_error_at_once(call):
+    """A hardware key is a 4-bit PTE field, 0 to 15 (arch/x86/include/asm/pgtable_types.h,
+    ``_PAGE_PKEY_MASK``); the kernel's own PKRU helpers (arch/x86/include/asm/pkru.h,
+    ``__pkru_allows_read``) are only ever given such keys. The helpers' documented contract:
+    ValueError naming the range, at once (before: -1 was a negative-shift ValueError,
+    2**33 ran for 30 s, larger keys were MemoryError or OverflowError)."""
+    import time
+    start = time.process_time()
+    with pytest.raises(ValueError, match="a protection key is 0 to 15, not "):
+        call()
+    assert time.process_time() - start < 0.1
+
+
+@pytest.mark.parametrize("rights", [-1, 4, 2**64])
+def test_rights_outside_0_to_3_are_a_value_error(rights):
+    """Two PKRU bits per key (``PKRU_BITS_PER_PKEY``): rights are 0 to 3; before, 4 was silently
+    masked to 0."""
+    with pytest.raises(ValueError, match="0 to 3"):
+        pkru_with_rights(0x55555554, 1, rights)
+
+
+@pytest.mark.parametrize("bad", [1.5, None, "1", [1]])
+def test_non_integers_are_type_errors(bad):
+    for call in (lambda: pkru_rights(bad, 0), lambda: pkru_rights(0, bad),
+                 lambda: pkru_with_rights(0, 1, bad), lambda: decode_pkru(bad),
+                 lambda: decode_pf_error(bad), lambda: pte_pkey(bad)):
+        with pytest.raises(TypeError):
+            call()
+
+
+def test_pkru_values_count_by_their_low_32_bits():
+    """PKRU is 32 bits wide (WRPKRU loads EAX): a wider int is read by its low 32 bits, and
+    pkru_with_rights returns a 32-bit value."""
+    assert pkru_with_rights(0xF_5555_5554, 1, 0) == 0x55555550
+    assert pkru_rights(-1, 15) == 3
+    assert [r.ad for r in decode_pkru(0x1_0000_0001)][:2] == [True, False]
+
+
+def test_a_pte_is_64_bits_and_a_page_fault_error_code_too():
+    """A PTE and the error code the CPU pushes are 64-bit values."""
+    assert pte_pkey(2**64 + (5 << 59)) == 5
+    assert pte_with_pkey(-1, 0) == 0x87FFFFFFFFFFFFFF
+    assert decode_pf_error(2**64 + 0x25) == "PROT|USER|PK"
+
+
+def test_check_user_access_takes_a_pte_or_none():
+    with pytest.raises(TypeError):
+        check_user_access(5, 0, write=False, fetch=False, pke=True)

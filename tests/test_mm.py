@@ -846,3 +846,17 @@ def test_map_droppable_is_private_but_never_accounted():
     assert not flags[d] & VM_ACCOUNT and flags[p] & VM_ACCOUNT
     assert err(System(kernel="6.1").spawn().mmap, 0, PAGE, PROT_READ,
                MAP_DROPPABLE | MAP_ANONYMOUS) == errno.EINVAL
+
+
+def test_smaps_of_an_address_space_with_nothing_mapped_is_empty():
+    """munmap of the whole user range leaves no VMA (the stack included): /proc/self/smaps
+    is then empty, and no address has a ProtectionKey line (before: smaps was "\\n" and
+    smaps_pkey raised IndexError).
+
+    Source: mm/vma.c ``do_vmi_munmap``; fs/proc/task_mmu.c (``show_smap`` once per VMA).
+    """
+    t = spawn()
+    assert t.munmap(0, 0x7FFFFFFFF000) == 0
+    assert t.process.mm.vmas == []
+    assert t.smaps() == ""
+    assert t.smaps_pkey(0x400000) is None

@@ -1396,3 +1396,364 @@ def test_fork_inside_a_handler_gives_the_child_the_signal_mask():
     child.sigaction(SIGUSR1, SIG_DFL)
     assert child.raise_signal(SIGUSR1) is None
     assert child.alive
+
+
+# --- default actions (signal(7)), stopped processes, kill(2) ----------------------------
+
+#: signal(7)'s table for x86 ("Standard signals"): the default action of each signal.
+#: Every real-time signal (32 to 64) terminates the process ("Real-time signals").
+SIGNAL7 = {
+    1: "Term", 2: "Term", 3: "Core", 4: "Core", 5: "Core", 6: "Core", 7: "Core", 8: "Core",
+    9: "Term", 10: "Term", 11: "Core", 12: "Term", 13: "Term", 14: "Term", 15: "Term",
+    16: "Term", 17: "Ign", 18: "Cont", 19: "Stop", 20: "Stop", 21: "Stop", 22: "Stop",
+    23: "Ign", 24: "Core", 25: "Core", 26: "Term", 27: "Term", 28: "Ign", 29: "Term",
+    30: "Term", 31: "Core", **{n: "Term" for n in range(32, 65)},
+}
+SIGTERM, SIGQUIT, SIGCHLD, SIGCONT, SIGSTOP, SIGTSTP, SIGKILL = 15, 3, 17, 18, 19, 20, 9
+SI_USER, SI_TKILL = 0, -6
+
+
+@pytest.mark.parametrize("signo", sorted(SIGNAL7))
+def test_default_action_of_every_signal_follows_signal7(signo):
+    """raise(sig) with no handler does what signal(7) lists: Term and Core end the process
+    (killed by that signal), Ign and Cont do nothing, Stop stops every thread of it.
+
+    Source: signal(7) ("Standard signals", "Real-time signals");
+    include/linux/signal.h (``SIG_KERNEL_IGNORE_MASK``, ``SIG_KERNEL_STOP_MASK``,
+    ``SIG_KERNEL_COREDUMP_MASK``); kernel/signal.c ``get_signal`` (ignore,
+    ``do_signal_stop``, ``do_group_exit``). A core dump is not modelled.
+    """
+    from pkeyspec.signals import default_action
+    t = spawn()
+    assert default_action(signo) == SIGNAL7[signo]
+    result = t.raise_signal(signo)
+    if SIGNAL7[signo] in ("Term", "Core"):
+        assert isinstance(result, Killed)
+        assert result.signo == signo and not t.alive
+    elif SIGNAL7[signo] == "Stop":
+        assert result is None and t.process.end is None
+        assert t.process.stopped == signo
+        with pytest.raises(BlockingIOError) as e:
+            t.rdpkru()
+        assert e.value.errno == errno.EAGAIN
+    else:
+        assert result is None and t.alive and not t.process.stopped
+        assert t.rdpkru() == INIT_PKRU
+
+
+@pytest.mark.parametrize("signo", [0, 65, -1])
+def test_default_action_of_a_number_that_is_no_signal_is_a_value_error(signo):
+    """default_action's contract: only 1 to 64 are signals (``valid_signal``, _NSIG = 64)."""
+    from pkeyspec.signals import default_action
+    with pytest.raises(ValueError, match="1 to 64"):
+        default_action(signo)
+
+
+def test_stopped_process_runs_again_after_sigcont_from_another_process():
+    """A stopped process makes no step until SIGCONT, sent here with kill(2) by another process.
+
+    Source: signal(7) ("Stop: Default action is to stop the process.
+    Cont: Default action is to continue the process if it is currently
+    stopped"); kernel/signal.c ``prepare_signal`` (SIGCONT wakes every
+    thread of a stopped group, whatever its disposition).
+    """
+    s = System()
+    t = s.spawn()
+    u = t.clone()
+    other = s.spawn()
+    assert t.raise_signal(SIGSTOP) is None
+    for thread in (t, u):
+        assert err_of(thread.rdpkru) == errno.EAGAIN
+    assert other.kill(t.process.pid, SIGCONT) == 0
+    assert not t.process.stopped
+    assert t.rdpkru() == INIT_PKRU and u.rdpkru() == INIT_PKRU
+
+
+def test_sigkill_ends_a_stopped_process():
+    """SIGKILL ends a stopped process at once (``wants_signal`` makes an exception for SIGKILL
+    only; ``complete_signal`` then starts the group exit).
+
+    Source: kernel/signal.c ``wants_signal``, ``complete_signal``; signal(7).
+    """
+    s = System()
+    t = s.spawn()
+    other = s.spawn()
+    t.raise_signal(SIGSTOP)
+    assert other.kill(t.process.pid, SIGKILL) == 0
+    assert t.process.end == Killed(SIGKILL, t.process.end.siginfo)
+    assert t.process.end.siginfo.si_code == SI_USER
+    assert err_of(t.rdpkru) == errno.ESRCH
+
+
+def test_term_signal_to_a_stopped_process_waits_for_sigcont():
+    """SIGTERM to a stopped process stays pending: no thread of a stopped group "wants" it;
+    it ends the process when the process runs again.
+
+    Source: kernel/signal.c ``wants_signal`` (``task_is_stopped_or_traced``),
+    ``complete_signal``.
+    """
+    s = System()
+    t = s.spawn()
+    other = s.spawn()
+    t.raise_signal(SIGSTOP)
+    assert other.kill(t.process.pid, SIGTERM) == 0
+    assert t.process.end is None and t.process.stopped == SIGSTOP
+    assert other.kill(t.process.pid, SIGCONT) == 0
+    assert err_of(t.rdpkru) == errno.ESRCH
+    assert t.process.end.signo == SIGTERM
+    assert t.process.end.siginfo.si_code == SI_USER
+
+
+def test_sigcont_continues_even_when_caught_and_then_runs_its_handler():
+    """SIGCONT continues a stopped process whatever its disposition; a handler for it then runs.
+
+    Source: include/linux/signal.h (the comment above ``SIG_KERNEL_ONLY_MASK``:
+    "This happens regardless of blocking, catching, or ignoring SIGCONT").
+    """
+    s = System()
+    t = s.spawn()
+    other = s.spawn()
+    seen = []
+    t.sigaction(SIGCONT, lambda ctx: seen.append(ctx.info.si_code))
+    t.raise_signal(SIGTSTP)
+    assert t.process.stopped == SIGTSTP and seen == []
+    other.kill(t.process.pid, SIGCONT)
+    assert t.rdpkru() == INIT_PKRU
+    assert seen == [SI_USER]
+
+
+def test_a_stop_signal_discards_a_pending_sigcont_and_sigcont_a_pending_stop():
+    """Sending a stop signal removes a pending SIGCONT, and SIGCONT a pending stop signal.
+
+    Source: kernel/signal.c ``prepare_signal`` (``flush_sigqueue_mask`` of
+    ``SIG_KERNEL_STOP_MASK`` or of SIGCONT on every thread).
+    """
+    t = spawn()
+    u = t.clone()
+    ran = []
+    t.sigaction(SIGCONT, lambda ctx: ran.append(SIGCONT))
+    assert t.tgkill(u.tid, SIGCONT) == 0          # a handler: queued for u
+    assert t.tgkill(u.tid, SIGSTOP) == 0          # discards it
+    assert err_of(u.rdpkru) == errno.EAGAIN       # u takes SIGSTOP: the process stops
+    assert ran == [] and t.process.stopped == SIGSTOP
+
+    t = spawn()
+    u = t.clone()
+    assert t.tgkill(u.tid, SIGTSTP) == 0          # queued for u
+    assert t.tgkill(u.tid, SIGCONT) == 0          # discards it
+    assert u.rdpkru() == INIT_PKRU and not t.process.stopped
+
+
+def test_core_signal_to_another_thread_ends_the_process_when_that_thread_runs():
+    """A Core signal is not fatal at send time: the target thread takes it when it runs
+    (to dump core), unlike a Term signal, which ends the thread group at once.
+
+    Source: kernel/signal.c ``complete_signal`` (``if (!sig_kernel_coredump(sig))``).
+    """
+    t = spawn()
+    u = t.clone()
+    assert t.tgkill(u.tid, SIGQUIT) == 0
+    assert t.alive and t.rdpkru() == INIT_PKRU
+    assert err_of(u.rdpkru) == errno.ESRCH
+    assert t.process.end.signo == SIGQUIT
+
+
+@pytest.mark.parametrize("signo", [SIGKILL, SIGSTOP])
+def test_sigaction_for_sigkill_or_sigstop_einval(signo):
+    """No handler (not even SIG_IGN) for SIGKILL or SIGSTOP.
+
+    Source: kernel/signal.c ``do_sigaction`` (``act && sig_kernel_only(sig)``: -EINVAL).
+    """
+    t = spawn()
+    for handler in (SIG_IGN, SIG_DFL, lambda ctx: None):
+        assert err_of(t.sigaction, signo, handler) == errno.EINVAL
+
+
+@pytest.mark.parametrize(("signo", "ok"), [(0, False), (1, True), (64, True), (65, False),
+                                           (-1, False)])
+def test_sigaction_accepts_signals_1_to_64(signo, ok):
+    """sigaction: 1 to 64 are signals, 0 and 65 are not (EINVAL).
+
+    Source: kernel/signal.c ``do_sigaction`` (``!valid_signal(sig) || sig < 1``);
+    ``_NSIG`` is 64 on x86-64 (arch/x86/include/asm/signal.h).
+    """
+    t = spawn()
+    if ok:
+        assert t.sigaction(signo, SIG_IGN).handler == SIG_DFL
+    else:
+        assert err_of(t.sigaction, signo, SIG_IGN) == errno.EINVAL
+
+
+def test_signal_64_is_delivered_and_65_refused_by_raise_and_tgkill():
+    """raise and tgkill: 64 is the last signal (its default action is Term), 65 is EINVAL.
+
+    Source: kernel/signal.c ``check_kill_permission`` (``valid_signal``).
+    """
+    t = spawn()
+    u = t.clone()
+    seen = []
+    t.sigaction(64, lambda ctx: seen.append(ctx.info.si_signo))
+    assert t.raise_signal(64) is None and t.tgkill(u.tid, 64) == 0
+    assert u.rdpkru() == INIT_PKRU
+    assert seen == [64, 64]
+    assert err_of(t.raise_signal, 65) == errno.EINVAL
+    assert err_of(t.tgkill, u.tid, 65) == errno.EINVAL
+    t.sigaction(64, SIG_DFL)
+    assert t.raise_signal(64).signo == 64
+
+
+def test_tgkill_looks_up_the_thread_before_checking_the_signal():
+    """tgkill: a tid <= 0 is EINVAL; an unknown tid is ESRCH even with signal 65; the tid is a
+    C int, so 2**32 + tid names the same thread.
+
+    Source: kernel/signal.c ``SYSCALL_DEFINE3(tgkill)`` (``if (pid <= 0 || tgid <= 0)
+    return -EINVAL``), ``do_send_specific`` (``error = -ESRCH`` until the task is
+    found, then ``check_kill_permission``).
+    """
+    t = spawn()
+    u = t.clone()
+    assert err_of(t.tgkill, 0, SIGUSR1) == errno.EINVAL
+    assert err_of(t.tgkill, -5, SIGUSR1) == errno.EINVAL
+    assert err_of(t.tgkill, 999, 65) == errno.ESRCH
+    assert t.tgkill(2**32 + u.tid, 0) == 0
+
+
+def test_kill_targets_and_errors():
+    """kill(2): ESRCH for a pid or group nobody has (checked before the signal, EINVAL);
+    0 probes; an ended process that nobody waited for still takes a signal (and drops it);
+    pid 0 is the caller's process group (fork stays in it, a spawned program has its own);
+    -1 is every process but the caller's; INT_MIN is ESRCH.
+
+    Source: kernel/signal.c ``kill_something_info``, ``__kill_pgrp_info``,
+    ``check_kill_permission``, ``prepare_signal`` (``SIGNAL_GROUP_EXIT``: dropped).
+    """
+    s = System()
+    t = s.spawn()
+    seen = []
+    t.sigaction(SIGUSR1, lambda ctx: seen.append(ctx.thread.process.pid))
+    child = t.fork()
+    other = s.spawn()
+    assert err_of(t.kill, 999, 65) == errno.ESRCH
+    assert err_of(t.kill, other.process.pid, 65) == errno.EINVAL
+    assert err_of(t.kill, -(2**31), 0) == errno.ESRCH
+    assert err_of(t.kill, -999, 0) == errno.ESRCH
+    assert t.kill(other.process.pid, 0) == 0 and other.alive
+    assert t.kill(-other.process.pid, SIGTERM) == 0 and not other.alive
+    assert t.kill(other.process.pid, SIGTERM) == 0               # a zombie: accepted
+    assert t.kill(0, SIGUSR1) == 0                                # t and its child
+    assert child.rdpkru() == INIT_PKRU
+    assert sorted(seen) == [t.process.pid, child.process.pid]
+    third = s.spawn()
+    assert t.kill(-1, SIGTERM) == 0
+    assert t.alive and not child.alive and not third.alive
+
+
+def test_kill_to_itself_is_delivered_before_kill_returns():
+    """kill(getpid(), sig) in a one-thread process: delivered on the way back, si_code SI_USER.
+
+    Source: kernel/signal.c ``complete_signal`` (the target thread is the caller).
+    """
+    t = spawn()
+    seen = []
+    t.sigaction(SIGUSR1, lambda ctx: seen.append(ctx.info.si_code))
+    assert t.kill(t.process.pid, SIGUSR1) == 0
+    assert seen == [SI_USER]
+
+
+def test_standard_signal_is_pending_once_a_realtime_signal_every_time():
+    """A blocked standard signal sent twice is delivered once; a real-time one twice.
+
+    Source: kernel/signal.c ``legacy_queue`` (``sig < SIGRTMIN &&
+    sigismember(&signals->signal, sig)``: not queued again).
+    """
+    for signo, runs in ((SIGUSR1, 2), (40, 3)):
+        t = spawn()
+        count = []
+
+        def handler(ctx, signo=signo, count=count):
+            count.append(1)
+            if len(count) == 1:             # blocked in its own handler: both stay pending
+                ctx.thread.raise_signal(signo)
+                ctx.thread.raise_signal(signo)
+
+        t.sigaction(signo, handler)
+        assert t.raise_signal(signo) is None
+        assert len(count) == runs, signo
+
+
+def test_a_signal_still_blocked_after_sigreturn_stays_pending():
+    """A nested handler's sigreturn restores the outer mask; a signal the outer handler
+    blocks stays pending (it does not loop) and is delivered after the outer sigreturn.
+
+    Source: kernel/signal.c ``set_current_blocked`` (from ``restore_sigcontext``)
+    and ``recalc_sigpending``: only unblocked signals are delivered.
+    """
+    t = spawn()
+    order = []
+
+    def usr1(ctx):
+        order.append("usr1")
+        if order.count("usr1") == 1:
+            ctx.thread.raise_signal(SIGUSR2)
+
+    def usr2(ctx):
+        order.append("usr2")
+        ctx.thread.raise_signal(SIGUSR1)        # blocked: the outer usr1 handler runs
+
+    t.sigaction(SIGUSR1, usr1)
+    t.sigaction(SIGUSR2, usr2)
+    assert t.raise_signal(SIGUSR1) is None
+    assert order == ["usr1", "usr2", "usr1"]
+
+
+def test_ignoring_a_signal_discards_it_where_it_is_pending():
+    """sigaction(SIG_IGN) for a pending signal discards it (POSIX; Linux flushes the queues).
+
+    Source: kernel/signal.c ``do_sigaction`` (``sig_handler_ignored`` ->
+    ``flush_sigqueue_mask`` for every thread).
+    """
+    t = spawn()
+    u = t.clone()
+    seen = []
+    t.sigaction(SIGUSR1, lambda ctx: seen.append(1))
+    assert t.tgkill(u.tid, SIGUSR1) == 0
+    t.sigaction(SIGUSR1, SIG_IGN)
+    t.sigaction(SIGUSR1, lambda ctx: seen.append(1))
+    assert u.rdpkru() == INIT_PKRU
+    assert seen == []
+
+
+def test_ignored_by_default_signal_sent_to_another_thread_is_dropped():
+    """SIGCHLD with SIG_DFL is dropped when sent, not queued (``sig_ignored``): installing a
+    handler afterwards does not make it run.
+
+    Source: kernel/signal.c ``sig_ignored``, ``sig_handler_ignored``.
+    """
+    t = spawn()
+    u = t.clone()
+    assert t.tgkill(u.tid, SIGCHLD) == 0
+    seen = []
+    t.sigaction(SIGCHLD, lambda ctx: seen.append(1))
+    assert u.rdpkru() == INIT_PKRU and seen == []
+
+
+@pytest.mark.parametrize("make", [
+    lambda: __import__("pkeyspec").Siginfo("11", 1),
+    lambda: __import__("pkeyspec").Siginfo(11, 1, si_addr=None),
+    lambda: Killed(9, siginfo="x"),
+    lambda: Killed(None),
+    lambda: Exited(None),
+    lambda: Livelock(None),
+    lambda: __import__("pkeyspec").SignalContext(None, __import__("pkeyspec").Siginfo(10, 0), 0, 0, None),
+])
+def test_records_refuse_a_wrong_type_at_once(make):
+    """The records the model returns check their fields when made, so a bad one cannot fail
+    later (in a repr or a comparison)."""
+    with pytest.raises(TypeError):
+        make()
+
+
+def test_record_reprs_of_huge_numbers():
+    """A number too long for decimal (Python refuses more than 4300 digits) is shown in hex."""
+    assert repr(Exited(10**5000)).startswith("Exited(0x")
+    assert repr(Killed(2**70)) == "Killed(0x400000000000000000)"

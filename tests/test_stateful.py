@@ -16,6 +16,11 @@ would do, computed from the rules in pkeys-facts.md and the kernel source
   XO-X86-PKRU-SHORTCUT); clone and fork copy the creator's PKRU
   (THR-CLONE-INHERITS, FORK-PKRU);
 * which processes have died.
+
+Every system call is made with the errno it must fail with computed first,
+from the state before the call, by the checks of the kernel function named
+in the helper's docstring, in their order; a call either succeeds when no
+check fails, or fails with exactly that errno.
 """
 
 import copy
@@ -40,6 +45,12 @@ MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
 MAP_FIXED_NOREPLACE = 0x100000
 VM_READ, VM_WRITE, VM_EXEC, VM_GROWSDOWN = 0x1, 0x2, 0x4, 0x100
 SEGV_PKUERR = 4
+#: Where x86-64 starts its top-down search for a free range (mmap_base, no randomisation).
+MMAP_BASE = 0x7FFFF7FFF000
+MADV_NORMAL, MADV_DONTNEED = 0, 4
+#: The other advice values Linux accepts (include/uapi/asm-generic/mman-common.h); the model
+#: implements MADV_NORMAL and MADV_DONTNEED only, so these are not drawn.
+OTHER_LINUX_ADVICE = set(range(1, 4)) | set(range(8, 26)) | {100, 101, 102, 103}
 
 
 # --- Linux's arithmetic, written out ------------------------------------------------------
@@ -51,6 +62,130 @@ def c_int(v):
 
 def page_align(v):
     return (v + PAGE - 1) // PAGE * PAGE % U64
+
+
+def free_range_exists(vmas, length):
+    """``vm_unmapped_area`` top-down: some gap of ``length`` bytes lies between mmap_min_addr
+    and mmap_base."""
+    below = MMAP_MIN_ADDR
+    for v in sorted(vmas, key=lambda v: v.start):
+        if min(v.start, MMAP_BASE) - below >= length:
+            return True
+        below = max(below, v.end)
+    return MMAP_BASE - below >= length
+
+
+def overlaps(vmas, start, end):
+    return any(v.end > start and v.start < end for v in vmas)
+
+
+def expected_mmap_errno(vmas, addr, length, prot, flags, offset):
+    """The errno of an anonymous mmap, or None: arch/x86/kernel/sys_x86_64.c ``sys_mmap``
+    (offset), mm/mmap.c ``ksys_mmap_pgoff`` (no file: EBADF) and ``do_mmap`` (length, the
+    address, MAP_FIXED_NOREPLACE, the map type), ``security_mmap_addr`` (mmap_min_addr)."""
+    addr, length, flags, offset = addr % U64, length % U64, flags % U64, offset % U64
+    if offset % PAGE:
+        return errno.EINVAL
+    if not flags & MAP_ANONYMOUS:
+        return errno.EBADF
+    if not length:
+        return errno.EINVAL
+    if flags & MAP_FIXED_NOREPLACE:
+        flags |= MAP_FIXED
+    length = page_align(length)
+    if not length or length > TASK_SIZE:
+        return errno.ENOMEM
+    if flags & MAP_FIXED:
+        if addr > TASK_SIZE - length:
+            return errno.ENOMEM
+        if addr % PAGE:
+            return errno.EINVAL
+        if addr < MMAP_MIN_ADDR:
+            return errno.EPERM
+        if flags & MAP_FIXED_NOREPLACE and overlaps(vmas, addr, addr + length):
+            return errno.EEXIST
+    elif not free_range_exists(vmas, length):
+        return errno.ENOMEM
+    if flags & 0xF not in (MAP_SHARED, MAP_PRIVATE):
+        return errno.EINVAL
+    return None
+
+
+def expected_munmap_errno(addr, length):
+    """mm/vma.c ``do_vmi_munmap``: an unaligned start, a range past TASK_SIZE or a length that
+    rounds to 0 is EINVAL; anything else succeeds, mapped or not."""
+    addr, length = addr % U64, length % U64
+    if addr % PAGE or addr > TASK_SIZE or length > TASK_SIZE - addr:
+        return errno.EINVAL
+    if not page_align(length):
+        return errno.EINVAL
+    return None
+
+
+def expected_madvise_errno(vmas, addr, length, advice):
+    """mm/madvise.c ``do_madvise``: unknown advice, an unaligned start, a length that rounds
+    to 0 or a range that wraps is EINVAL; an empty range succeeds; a hole is ENOMEM."""
+    addr, length = addr % U64, length % U64
+    if c_int(advice) not in (MADV_NORMAL, MADV_DONTNEED) or addr % PAGE:
+        return errno.EINVAL
+    aligned = page_align(length)
+    if length and not aligned:
+        return errno.EINVAL
+    end = (addr + aligned) % U64
+    if end < addr:
+        return errno.EINVAL
+    covered = addr
+    for v in sorted(vmas, key=lambda v: v.start):
+        if v.end <= covered or v.start >= end:
+            continue
+        if v.start > covered:
+            break
+        covered = v.end
+    return None if covered >= end else errno.ENOMEM
+
+
+def expected_mprotect_errno(vmas, start, length, prot, key_ok):
+    """mm/mprotect.c ``do_mprotect_pkey``, check for check: both GROWS flags or an unaligned
+    start is EINVAL; a zero length succeeds; a range that wraps is ENOMEM; prot bits other
+    than READ, WRITE, EXEC, SEM are EINVAL; then (mmap lock held) a key that is not allocated
+    is EINVAL; no VMA in the range is ENOMEM; PROT_GROWSDOWN needs a VM_GROWSDOWN first VMA
+    (EINVAL), otherwise the first VMA must start at ``start`` (ENOMEM) and PROT_GROWSUP is
+    EINVAL (x86 has no VM_GROWSUP). Then VMA by VMA, stopping at the first error: a hole is
+    ENOMEM, rights beyond the VMA's VM_MAY* bits EACCES; a range that ends in a hole, ENOMEM."""
+    start, length, prot = start % U64, length % U64, prot % U64
+    grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP)
+    prot &= ~(PROT_GROWSDOWN | PROT_GROWSUP)
+    if grows == PROT_GROWSDOWN | PROT_GROWSUP or start % PAGE:
+        return errno.EINVAL
+    if not length:
+        return None
+    end = (start + page_align(length)) % U64
+    if end <= start:
+        return errno.ENOMEM
+    if prot & ~0xF:
+        return errno.EINVAL
+    if not key_ok:
+        return errno.EINVAL
+    inside = sorted((v for v in vmas if v.end > start and v.start < end), key=lambda v: v.start)
+    if not inside:
+        return errno.ENOMEM
+    first = inside[0]
+    if grows & PROT_GROWSDOWN:
+        if not first.flags & VM_GROWSDOWN:
+            return errno.EINVAL
+    elif first.start > start:
+        return errno.ENOMEM
+    elif grows & PROT_GROWSUP:
+        return errno.EINVAL
+    tmp = first.start
+    for v in inside:
+        if v.start != tmp:
+            return errno.ENOMEM
+        new = (prot & 0x7) | (v.flags & ~0x7)
+        if new & ~(new >> 4) & 0x7:
+            return errno.EACCES
+        tmp = v.end
+    return errno.ENOMEM if tmp < end else None
 
 
 def with_bits(pkru, key, bits):
@@ -207,10 +342,13 @@ class PkeysMachine(RuleBasedStateMachine):
         if self._dead(t):
             self._expect_esrch(t.clone)
             return
-        try:
-            new = t.clone()
-        except OSError:
+        if not free_range_exists(t.process.mm.vmas, 64 * 1024):
+            # pthread_create's 64 KiB stack: mmap finds no free range.
+            with pytest.raises(OSError) as e:
+                t.clone()
+            assert e.value.errno == errno.ENOMEM
             return
+        new = t.clone()
         self.threads.append(new)
         self.pkru[new] = self.pkru[t]
 
@@ -288,10 +426,12 @@ class PkeysMachine(RuleBasedStateMachine):
             t.pkey_free(xo)
         assert e.value.errno == errno.EINVAL
         addr = self._address(data, t) // PAGE * PAGE
+        prot = data.draw(prots)
+        expected = expected_mprotect_errno(t.process.mm.vmas, addr, PAGE, prot, key_ok=False)
         with pytest.raises(OSError) as e:
-            t.pkey_mprotect(addr, PAGE, data.draw(prots), xo)
-        # a bad prot or a wrapping range may be reported first, but never success
-        assert e.value.errno in (errno.EINVAL, errno.ENOMEM)
+            t.pkey_mprotect(addr, PAGE, prot, xo)
+        # a bad prot or a wrapping range is reported first, else the key: never success
+        assert e.value.errno == expected
 
     # --- memory syscalls -------------------------------------------------------------------
 
@@ -311,12 +451,15 @@ class PkeysMachine(RuleBasedStateMachine):
         # do_mmap takes the exec-only key after the offset, fd, len and overflow checks
         reaches_xo = (offset % PAGE == 0 and flags & MAP_ANONYMOUS and length % U64 != 0
                       and page_align(length % U64) != 0 and prot % U64 == PROT_EXEC)
+        expected = expected_mmap_errno(t.process.mm.vmas, addr, length, prot, flags, offset)
         if reaches_xo:
             _, self.pkru[t] = execute_only_pkey(sh, self.pkru[t])
-        try:
-            a = t.mmap(addr, length, prot, flags, -1, offset)
-        except OSError:
+        if expected is not None:
+            with pytest.raises(OSError) as e:
+                t.mmap(addr, length, prot, flags, -1, offset)
+            assert e.value.errno == expected, (hex(addr), length, prot, flags, offset)
             return None
+        a = t.mmap(addr, length, prot, flags, -1, offset)
         assert a % PAGE == 0
         v = self._vma_at(t, a)
         assert v is not None
@@ -333,23 +476,33 @@ class PkeysMachine(RuleBasedStateMachine):
         if self._dead(t):
             self._expect_esrch(lambda: t.munmap(addr, length))
             return
-        try:
-            t.munmap(addr, length)
-        except OSError:
-            pass
+        expected = expected_munmap_errno(addr, length)
+        if expected is not None:
+            with pytest.raises(OSError) as e:
+                t.munmap(addr, length)
+            assert e.value.errno == expected
+            return
+        assert t.munmap(addr, length) == 0
+        end = addr % U64 + page_align(length % U64)
+        assert not overlaps(t.process.mm.vmas, addr % U64, end)
 
     @rule(i=picks, data=st.data(), length=lengths,
-          advice=st.one_of(st.sampled_from([0, 4, 4, 3]), wild))
+          advice=st.one_of(st.sampled_from([0, 4, 4, 26, 99, -1]),
+                           wild.filter(lambda v: c_int(v) not in OTHER_LINUX_ADVICE)))
     def madvise(self, i, data, length, advice):
+        """MADV_NORMAL, MADV_DONTNEED and advice Linux does not know (EINVAL)."""
         t = self._thread(i)
         addr = self._address(data, t) // PAGE * PAGE
         if self._dead(t):
             self._expect_esrch(lambda: t.madvise(addr, length, advice))
             return
-        try:
-            t.madvise(addr, length, advice)
-        except OSError:
-            pass
+        expected = expected_madvise_errno(t.process.mm.vmas, addr, length, advice)
+        if expected is not None:
+            with pytest.raises(OSError) as e:
+                t.madvise(addr, length, advice)
+            assert e.value.errno == expected
+            return
+        assert t.madvise(addr, length, advice) == 0
 
     def _reaches_vma_loop(self, t, start, length, prot, key_ok):
         """Does do_mprotect_pkey get past its checks into the per-VMA loop? (SYS-MPROT-CHECK-ORDER)"""
@@ -393,10 +546,13 @@ class PkeysMachine(RuleBasedStateMachine):
         xo_key = None
         if reaches and k == -1 and bare == PROT_EXEC:
             xo_key, self.pkru[t] = execute_only_pkey(sh, self.pkru[t])
-        try:
-            ret = call(start, length, prot)
-        except OSError:
+        expected = expected_mprotect_errno(t.process.mm.vmas, start, length, prot, key_ok)
+        if expected is not None:
+            with pytest.raises(OSError) as e:
+                call(start, length, prot)
+            assert e.value.errno == expected
             return
+        ret = call(start, length, prot)
         assert ret == 0
         if not reaches:
             assert length % U64 == 0, "mprotect succeeded without reaching its VMA loop"

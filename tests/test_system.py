@@ -4,6 +4,7 @@ import errno
 
 import pytest
 
+from tests.helpers import err_of
 from pkeyspec import MAP_ANONYMOUS, MAP_PRIVATE, PKEY_DISABLE_ACCESS, PROT_EXEC, PROT_READ, PROT_WRITE, System
 
 PAGE = 4096
@@ -248,3 +249,58 @@ def test_copy_shares_nothing_with_original_shared_memory():
     c = s.copy()
     c.processes[t.process.pid].threads[0].store(a, 5)
     assert t.load(a) == 0
+
+
+# --- the constructor's contract ----------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs", [
+    {"kernel": ()}, {"kernel": (6,)}, {"kernel": "6"}, {"kernel": "x.y"}, {"cpu_vendor": "arm"},
+])
+def test_bad_values_are_value_errors_at_once(kwargs):
+    """A kernel version without two numbers, or an unknown CPU vendor: ValueError, documented in
+    System's docstring (before: ``kernel=()`` was an IndexError)."""
+    with pytest.raises(ValueError):
+        System(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"kernel": ("6", "12")}, {"kernel": 6.12}, {"kernel": None}, {"init_pkru": 1.5},
+    {"init_pkru": None}, {"init_pkru": b"0x0"}, {"pku": "yes"}, {"pku": None},
+    {"cpu_vendor": None},
+])
+def test_wrong_types_are_type_errors_at_once(kwargs):
+    """An argument of the wrong type is a TypeError from the constructor itself (before:
+    ``init_pkru=1.5`` was accepted and failed in a later call)."""
+    with pytest.raises(TypeError):
+        System(**kwargs)
+
+
+def test_init_pkru_boot_parameter_as_a_string_is_parsed_like_the_kernel():
+    """``init_pkru=`` is parsed with kstrtouint; a string it refuses (not a number, more than
+    32 bits, even 5000 digits long) leaves the default (arch/x86/mm/pkeys.c ``setup_init_pkru``)."""
+    assert System(init_pkru="0x15555554").init_pkru_value == 0x15555554
+    for text in ("hello", "0x100000000", "1" * 5000, ""):
+        assert System(init_pkru=text).init_pkru_value == 0x55555554
+
+
+@pytest.mark.parametrize(("path", "data"), [("x86/init_pkru", []), ("x86/init_pkru", None),
+                                            (None, "0x0"), (b"x86/init_pkru", "0x0")])
+def test_debugfs_write_of_a_wrong_type_is_a_type_error(path, data):
+    """debugfs_write(path, []) was an AttributeError; a path is a str, the data a str or bytes."""
+    s = System()
+    with pytest.raises(TypeError):
+        s.debugfs_write(path, data)
+    assert s.init_pkru_value == 0x55555554
+
+
+def test_debugfs_write_counts_bytes_and_parses_31_of_them():
+    """``init_pkru_write_file`` copies at most 31 bytes, reads them as a C string, and returns
+    the whole count written, in bytes (arch/x86/mm/pkeys.c)."""
+    s = System()
+    assert s.debugfs_write("x86/init_pkru", b"0x55555550") == 10
+    assert s.debugfs_write("x86/init_pkru", "0x55555554\0\u00e9") == 13
+    assert s.init_pkru_value == 0x55555554
+    text = "0x" + "0" * 21 + "15555554"            # 31 bytes; what follows is not read
+    assert s.debugfs_write("x86/init_pkru", text + "zzz") == 34
+    assert s.init_pkru_value == 0x15555554
+    assert err_of(s.debugfs_write, "x86/init_pkru", "0x15555554" + " " * 40) == errno.EINVAL

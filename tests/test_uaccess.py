@@ -704,3 +704,203 @@ def test_pipe_full_is_eagain():
     assert err_of(t.write, w, buf, 1) == errno.EAGAIN
     assert t.read(r, buf + 16 * PAGE, 1) == 1
     assert t.load(buf + 16 * PAGE) == 7
+
+
+# --- process_vm_*: what Linux copies, in its order ----------------------------------------
+
+MIB = 1 << 20
+TASK_SIZE_MAX = 0x7FFFFFFFF000
+
+
+def rss_kb(t, addr):
+    """The Rss: line of the VMA holding ``addr`` in smaps."""
+    lines = t.smaps().splitlines()
+    for i, line in enumerate(lines):
+        if "-" in line.split()[0] and not line.startswith(("Size", "Rss", "Prot", "VmFlags")):
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            if lo <= addr < hi:
+                return int(lines[i + 2].split()[1])
+    raise AssertionError(hex(addr))
+
+
+@pytest.mark.parametrize("write", [False, True])
+def test_process_vm_copies_min_of_local_and_remote_not_the_whole_remote(write):
+    """A 256 MiB remote iovec and an 8-byte local buffer: 8 bytes, at once. Linux pins at most
+    1024 remote pages per round (``PVM_MAX_KMALLOC_PAGES / sizeof(struct page *)``) and copies
+    while the local iov_iter has room; the pinned pages of a write are faulted in (4 MiB of
+    Rss), those of a read get the zero page. Before, the model touched all 65536 pages first
+    and took more than 10 s.
+
+    Source: mm/process_vm_access.c ``process_vm_rw_single_vec``, ``process_vm_rw_pages``.
+    """
+    import time
+    t = spawn()
+    big = t.mmap(0, 256 * MIB, RW, ANON)
+    buf = page(t, value=7, flags=MAP_SHARED | MAP_ANONYMOUS)     # not merged with big
+    start = time.process_time()
+    call = t.process_vm_writev if write else t.process_vm_readv
+    assert call(t.process.pid, [(buf, 8)], [(big + 100, 256 * MIB - 100)]) == 8
+    assert time.process_time() - start < 0.5
+    assert rss_kb(t, big) == (4096 if write else 0)
+    assert t.load(big + 100) == (7 if write else 0)
+
+
+def test_process_vm_returns_0_for_empty_iovecs_before_looking_for_the_process():
+    """No local byte, or no remote byte: 0, even for a pid nobody has; flags first (EINVAL).
+
+    Source: mm/process_vm_access.c ``process_vm_rw`` (``if (!iov_iter_count(&iter))``)
+    and ``process_vm_rw_core`` (``if (nr_pages == 0) return 0`` before ``find_get_task_by_vpid``).
+    """
+    t = spawn()
+    buf = page(t, value=1)
+    assert t.process_vm_readv(99999, [], [(buf, 8)]) == 0
+    assert t.process_vm_readv(99999, [(buf, 0)], [(buf, 8)]) == 0
+    assert t.process_vm_writev(99999, [(buf, 8)], [(buf, 0)]) == 0
+    assert err_of(t.process_vm_readv, 99999, [(buf, 8)], [(buf, 8)]) == errno.ESRCH
+    assert err_of(t.process_vm_readv, 99999, [], [], 1) == errno.EINVAL
+
+
+def test_process_vm_local_iovecs_are_checked_before_anything_is_copied():
+    """A local iovec beyond user space is EFAULT up front, even after a good one (before, the
+    model copied the good one and returned 8); a length negative as an ssize_t, or more than
+    UIO_MAXIOV (1024) iovecs on either side, is EINVAL.
+
+    Source: lib/iov_iter.c ``__import_iovec`` (``access_ok`` for each segment),
+    ``iovec_from_user`` (``nr_segs > UIO_MAXIOV``, ``(ssize_t)len < 0``).
+    """
+    t = spawn()
+    buf = page(t, value=1)
+    src = page(t, value=2)
+    pid = t.process.pid
+    assert err_of(t.process_vm_readv, pid, [(buf, 8), (TASK_SIZE_MAX - 4, 8)],
+                  [(src, 16)]) == errno.EFAULT
+    assert t.load(buf) == 1
+    assert err_of(t.process_vm_readv, pid, [(buf, 2**63)], [(src, 8)]) == errno.EINVAL
+    assert err_of(t.process_vm_readv, pid, [(buf, 8)], [(src, 2**63)]) == errno.EINVAL
+    assert err_of(t.process_vm_readv, pid, [(buf, 1)] * 1025, [(src, 8)]) == errno.EINVAL
+    assert err_of(t.process_vm_readv, pid, [(buf, 8)], [(src, 1)] * 1025) == errno.EINVAL
+    assert t.process_vm_readv(pid, [(buf, 1)] * 1024, [(src, 8)]) == 8
+
+
+def test_remote_range_into_a_hole_and_local_range_into_a_denied_page():
+    """Remote: 4 bytes before a hole are copied (``pin_user_pages_remote`` returns the pages it
+    got; the count copied wins over the error). Local: 4 bytes into the first iovec, then an
+    iovec on a page whose key the thread denies: 4 (``process_vm_rw_pages``: a short copy with
+    room left is -EFAULT, but the count copied is returned).
+
+    Source: mm/process_vm_access.c ``process_vm_rw_core`` ("If we have managed to copy any
+    data at all then we return the number of bytes copied").
+    """
+    t = spawn()
+    buf = page(t, value=1)
+    secret = page(t, value=9)
+    rekey(t, secret, AD)
+    two = page(t, pages=2, value=3)
+    assert t.munmap(two + PAGE, PAGE) == 0
+    pid = t.process.pid
+    assert t.process_vm_readv(pid, [(buf, 8)], [(two + PAGE - 4, 8)]) == 4
+    assert t.process_vm_readv(pid, [(buf, 4), (secret, 4)], [(two, 8)]) == 4
+    assert err_of(t.process_vm_readv, pid, [(secret, 4)], [(two, 8)]) == errno.EFAULT
+
+
+def test_vvar_is_not_reachable_by_a_foreign_access():
+    """[vvar] is VM_IO|VM_PFNMAP: get_user_pages refuses it, so /proc/self/mem reads EIO and
+    process_vm_readv EFAULT (before, the model read zeros).
+
+    Source: mm/gup.c ``check_vma_flags`` (``if (vm_flags & (VM_IO | VM_PFNMAP)) return
+    -EFAULT``); mm/memory.c ``__access_remote_vm``; fs/proc/base.c ``mem_rw`` (-EIO).
+    """
+    t = spawn()
+    vvar = next(v.start for v in t.process.mm.vmas if v.name == "[vvar]")
+    vdso = next(v.start for v in t.process.mm.vmas if v.name == "[vdso]")
+    buf = page(t, value=1)
+    mem = t.open_proc_mem()
+    assert err_of(t.pread, mem, buf, 8, vvar) == errno.EIO
+    assert err_of(t.process_vm_readv, t.process.pid, [(buf, 8)], [(vvar, 8)]) == errno.EFAULT
+    assert t.pread(mem, buf, 8, vdso) == 8
+
+
+@pytest.mark.parametrize("bad", [None, 5, [(1,)], [(1, 2, 3)], [("a", 1)], [None]])
+def test_process_vm_iovecs_of_a_wrong_type_are_a_type_error_first(bad):
+    """An iovec array is a list of (base, len) pairs of ints: anything else is a TypeError,
+    before the flags are looked at."""
+    t = spawn()
+    with pytest.raises(TypeError):
+        t.process_vm_readv(t.process.pid, bad, [], 1)
+    with pytest.raises(TypeError):
+        t.process_vm_writev(t.process.pid, [], bad, 1)
+
+
+def test_pread_negative_offset_einval_before_the_fd_and_huge_count_efault():
+    """pread/pwrite: an offset negative as a loff_t is EINVAL before the descriptor is looked
+    up; a buffer range beyond user space is EFAULT before the file is read (``access_ok`` in
+    ``vfs_read``), also for read() from a pipe that holds data.
+
+    Source: fs/read_write.c ``ksys_pread64`` (``if (pos < 0) return -EINVAL``),
+    ``vfs_read``, ``vfs_write``.
+    """
+    t = spawn()
+    buf = page(t, value=1)
+    mem = t.open_proc_mem()
+    r, w = t.pipe()
+    assert t.write(w, buf, 1) == 1
+    assert err_of(t.pread, 99, buf, 1, 2**63) == errno.EINVAL
+    assert err_of(t.pwrite, mem, buf, 1, -PAGE) == errno.EINVAL
+    assert err_of(t.pread, mem, buf, 2**62, buf) == errno.EFAULT
+    assert err_of(t.read, r, buf, 2**62) == errno.EFAULT
+    assert err_of(t.write, w, 0xFFFF800000000000, 0) == errno.EFAULT
+    assert t.read(r, buf, 1) == 1
+
+
+def test_read_and_write_of_proc_self_mem_use_the_file_position():
+    """read()/write() on /proc/self/mem work at the file position, which starts at 0 (an
+    unmapped address: EIO). Before, the model answered EBADF.
+
+    Source: fs/proc/base.c ``mem_read``, ``mem_write`` (``mem_rw(file, buf, count, ppos, ...)``).
+    """
+    t = spawn()
+    buf = page(t, value=1)
+    mem = t.open_proc_mem()
+    assert err_of(t.read, mem, buf, 8) == errno.EIO
+    assert err_of(t.write, mem, buf, 8) == errno.EIO
+
+
+def test_proc_pid_mem_after_exec_or_end_reads_nothing():
+    """An open /proc/PID/mem keeps the mm it was opened on: after the process execs or ends
+    it reads 0 bytes; /proc/PID of an ended process that nobody waited for still opens
+    (without an mm) and reads 0 bytes.
+
+    Source: fs/proc/base.c ``proc_mem_open`` (``mmgrab``, not ``mmget``), ``mem_rw``
+    (``if (!mm) return 0``; ``if (!mmget_not_zero(mm)) goto free`` with ``copied = 0``).
+    """
+    s = System()
+    t = s.spawn()
+    child = t.fork()
+    buf = page(t, value=1)
+    fd = t.open_proc_mem(child.process.pid)
+    assert t.pread(fd, buf, 8, 0x400000) == 8
+    child.execve()
+    assert t.pread(fd, buf, 8, 0x400000) == 0
+    other = t.fork()
+    other.exit_group(0)
+    fd2 = t.open_proc_mem(other.process.pid)
+    assert t.pread(fd2, buf, 8, 0x400000) == 0
+    assert err_of(t.open_proc_mem, 99999) == errno.ENOENT
+
+
+def test_foreign_write_to_a_zero_page_gets_a_page_of_its_own():
+    """A read fault maps the shared zero page; a write through /proc/self/mem then breaks
+    copy on write (FOLL_WRITE), so the page counts in Rss and holds the byte. Before, the
+    model wrote the byte with the zero page still mapped (Rss 0).
+
+    Source: mm/gup.c (``faultin_page`` with ``FAULT_FLAG_WRITE``); mm/memory.c ``do_wp_page``.
+    """
+    t = spawn()
+    a = page(t)
+    assert t.load(a) == 0
+    assert rss_kb(t, a) == 0
+    buf = page(t, value=0x5A, flags=MAP_SHARED | MAP_ANONYMOUS)     # not merged with a
+    mem = t.open_proc_mem()
+    assert t.pwrite(mem, buf, 1, a) == 1
+    assert rss_kb(t, a) == 4
+    assert t.load(a) == 0x5A
