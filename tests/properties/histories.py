@@ -82,9 +82,12 @@ def histories(*, keep_key0: bool = False, exec_only: bool = True, max_size: int 
     who, page, pages = st.integers(0, 3), st.integers(0, 15), st.integers(1, 3)
     prot = st.sampled_from([p for p in PROTS if exec_only or p != PROT_EXEC])
     # -1 is "no key" (plain mprotect); 16 is one past the keys; "last" is the key the
-    # history's last pkey_alloc returned.
+    # history's last pkey_alloc returned. Key 0, allocated from the start and taken back by
+    # the next pkey_alloc, has a branch of its own in pkey_free, or few histories free it.
     key = st.one_of(st.just(-1), st.integers(0, 16), st.just("last"))
-    freed = st.one_of(st.just(-1), st.integers(1 if keep_key0 else 0, 16), st.just("last"))
+    freed = st.one_of(st.integers(-1, 16), st.just("last"), st.just(0))
+    if keep_key0:
+        freed = st.one_of(st.just(-1), st.integers(1, 16), st.just("last"))
     steps = [
         st.tuples(st.just("pkey_alloc"), who, rights, st.one_of(st.integers(1, 6), st.just(16))),
         st.tuples(st.just("pkey_free"), who, freed),
@@ -158,7 +161,7 @@ class World:
                     self.log.append(("wrpkru", tuple(args), None))
             elif name == "clone":
                 self.threads.append(t.clone())
-            elif name == "mmap" and args[0] is None:
+            elif name == "mmap" and (args[0] is None or not self.pages):   # anywhere
                 addr = self.call(t, "mmap", 0, args[1] * PAGE_SIZE, args[2], ANON)
                 if not isinstance(addr, str):
                     self.pages += [addr + i * PAGE_SIZE for i in range(args[1])]
