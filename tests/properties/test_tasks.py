@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from pkeyspec import PAGE_SIZE, PROT_EXEC, SEGV_PKUERR, SIGUSR1, Killed, System, glibc
 from tests.properties import proves
 from tests.properties.histories import (
-    ANON, AD, DEFAULT_PKRU, RW, bits, fresh_key, histories, keyed_page, kernels, pkru_values,
-    rights, run, with_bits,
+    ANON, DEFAULT_PKRU, RW, bits, fresh_key, histories, keyed_page, kernels, pkru_values, rights,
+    run, with_bits,
 )
 
 

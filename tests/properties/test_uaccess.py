@@ -12,8 +12,8 @@ from pkeyspec import (
 )
 from tests.properties import proves
 from tests.properties.histories import (
-    AD, ANON, RW, WD, bits, fresh_key, histories, key0_open, keyed_page, kernels, pkru_values,
-    run, with_bits,
+    AD, ANON, RW, WD, fresh_key, histories, key0_open, keyed_page, kernels, pkru_values, run,
+    with_bits,
 )
 
 
