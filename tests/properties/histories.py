@@ -36,6 +36,7 @@ from pkeyspec import (
 )
 from tests.helpers import bits  # noqa: F401  (one definition, the unit tests' own)
 
+#: The prot of a page a property writes, and the flags of a private anonymous mapping.
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
 #: PKRU's two bits of a key: access-disable and write-disable.
@@ -48,6 +49,7 @@ PROTS = tuple(range(8))
 KERNELS = ("6.1", "6.12", "7.2")
 #: Stable releases on both sides of a version boundary inside 6.12.
 STABLE = ("6.12.4", "6.12.5")
+#: The CPU vendors the model tells apart.
 VENDORS = ("intel", "amd")
 #: The pages of the arena a :func:`worlds` process maps before its history.
 ARENA_PAGES = 8
@@ -118,14 +120,17 @@ class World:
 
     @property
     def t(self):
+        """The thread the history started in, which makes the call under test."""
         return self.threads[0]
 
     @property
     def system(self) -> System:
+        """The machine the process runs on."""
         return self.threads[0].system
 
     @property
     def mm(self):
+        """The process's address space: its VMAs, allocation map and execute-only key."""
         return self.threads[0].process.mm
 
     def page(self, i: int) -> int:
