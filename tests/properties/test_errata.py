@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import pkeyspec
 from pkeyspec import PKEY_DISABLE_ACCESS, Killed, System
 from tests.properties import proves
-from tests.properties.histories import AD, bits, fresh_key, histories, keyed_page, kernels, replay
+from tests.properties.histories import AD, bits, fresh_key, histories, keyed_page, kernels, run
 
 #: arm64's PKEY_DISABLE_READ; x86's headers have no such name.
 ARM64_PKEY_DISABLE_READ = 0x8
@@ -26,12 +26,12 @@ def test_x86_refuses_pkey_disable_read_and_reports_a_key_fault_as_segv_pkuerr_4(
     PKEY_DISABLE_ACCESS instead, an access to the key's memory faults with si_code 4, SEGV_PKUERR."""
     assert not hasattr(pkeyspec, "PKEY_DISABLE_READ")
     t = System(kernel=kernel).spawn()
-    replay(t, history)
+    run(t, history)
     with pytest.raises(OSError) as refused:
         t.pkey_alloc(0, other_bits | ARM64_PKEY_DISABLE_READ)
     assert refused.value.errno == errno.EINVAL
     k = fresh_key(t, PKEY_DISABLE_ACCESS)
-    page = keyed_page(t, k, 42 if touched else None)
+    page = keyed_page(t, k, value=42 if touched else None)
     end = t.store(page, 7) if write else t.load(page)
     assert isinstance(end, Killed) and (end.siginfo.si_code, end.siginfo.si_pkey) == (4, k)
 
@@ -46,7 +46,7 @@ def test_a_new_program_starts_with_0x55555554(kernel, history, started_by, where
     not 0 nor 0xfffffff5; under 0xfffffff5 a touch of its stack or of the program faults on key 0."""
     t = System(kernel=kernel).spawn()
     if started_by != "spawn":                   # execve, after whatever the process did before
-        replay(t, history)
+        run(t, history)
         t = (t.clone() if started_by == "execve in a thread" else t).execve()
     pkru = t.rdpkru()
     assert [bits(pkru, key) for key in range(16)] == [0] + [AD] * 15

@@ -8,9 +8,9 @@ from pkeyspec import (
     SEGV_PKUERR, SIGSEGV, Killed,
 )
 from tests.properties import proves
-from tests.properties.prior import (
-    ARENA_PAGES, PROTS, byte_at, exec_only, free_keys, histories, key_of, map_bits, mapped_run,
-    outcome, replay, rights, user_keys, worlds,
+from tests.properties.histories import (
+    ARENA_PAGES, PROTS, bits, byte_at, exec_only, free_keys, histories, key_of, map_bits,
+    mapped_run, outcome, user_keys, worlds,
 )
 
 first_page = st.integers(0, ARENA_PAGES - 1)
@@ -59,7 +59,7 @@ def test_plain_prot_exec_takes_the_execute_only_key(w, first, n):
     pkru, others = w.t.pkru, [u.pkru for u in w.threads[1:]]
     assert w.t.mprotect(addr, n * PAGE_SIZE, PROT_EXEC) == 0
     assert (w.mm.execute_only_pkey, keys_of(w, addr, n)) == (xo, [xo] * n)
-    assert rights(w.t.pkru, xo) & PKRU_AD_BIT
+    assert bits(w.t.pkru, xo) & PKRU_AD_BIT
     assert w.t.pkru & ~(3 << 2 * xo) == pkru & ~(3 << 2 * xo)
     assert [u.pkru for u in w.threads[1:]] == others
     assert w.t.execute(addr) == byte_at(w.mm, addr)
@@ -76,7 +76,7 @@ def test_execute_only_key_is_hidden_and_stays_taken(w, first, later):
     outcome(w.t.mprotect, w.page(first), PAGE_SIZE, PROT_EXEC)
     xo = w.mm.execute_only_pkey
     assume(xo != -1)
-    replay(w, later)
+    w.play(later)
     assert w.mm.execute_only_pkey == xo and xo in map_bits(w.mm)
     assert outcome(w.t.pkey_free, xo) == "EINVAL"
     assert outcome(w.t.pkey_mprotect, w.arena, PAGE_SIZE, PROT_READ, xo) == "EINVAL"
@@ -106,7 +106,7 @@ def test_prot_exec_with_a_key_is_as_readable_as_the_key(w, data, first, n, reade
     child = w.t.fork()
     child.wrpkru(reader)
     assert child.execute(addr) == expected_byte
-    if rights(reader, key) & PKRU_AD_BIT:
+    if bits(reader, key) & PKRU_AD_BIT:
         assert pkey_fault(child.load(addr)) == (SIGSEGV, SEGV_PKUERR, key)
     else:
         assert child.load(addr) == expected_byte
@@ -188,9 +188,9 @@ def test_later_prot_exec_checks_only_the_callers_pkru(w, first, pkru, via_mmap):
         w.t.mmap(0, PAGE_SIZE, PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS)
     else:
         assert w.t.mprotect(addr, PAGE_SIZE, PROT_EXEC) == 0
-    if rights(pkru, xo) & PKRU_AD_BIT:
+    if bits(pkru, xo) & PKRU_AD_BIT:
         assert w.t.pkru == pkru
     else:
-        assert rights(w.t.pkru, xo) & PKRU_AD_BIT
+        assert bits(w.t.pkru, xo) & PKRU_AD_BIT
         assert w.t.pkru & ~(3 << 2 * xo) == pkru & ~(3 << 2 * xo)
     assert [u.pkru for u in w.threads[1:]] == others

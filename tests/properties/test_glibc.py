@@ -9,18 +9,13 @@ from pkeyspec import (
     glibc,
 )
 from tests.properties import proves
-from tests.properties.prior import (
-    ANY_INT, ARENA_PAGES, KERNELS, PROTS, STABLE, byte_at, c_int, free_keys, mostly, outcome,
-    rights, twin, user_keys, worlds,
+from tests.properties.histories import (
+    ANY_INT, ARENA_PAGES, KERNELS, PROTS, STABLE, bits, byte_at, c_int, free_keys, mostly, outcome,
+    twin, user_keys, with_bits, worlds,
 )
 
 KEYS = mostly(st.integers(0, 15), st.integers(-2, 17), ANY_INT)
 who = st.integers(0, 2)
-
-
-def with_rights(pkru, key, bits):
-    """``pkru`` with the two bits of ``key`` replaced by ``bits``."""
-    return pkru & ~(3 << 2 * key) | bits << 2 * key
 
 
 def traced(thread):
@@ -43,7 +38,7 @@ def test_pkey_get_returns_the_two_bits_of_the_key(w, who, key):
     0 to 15, allocated or not, and EINVAL for any other int; PKRU does not change."""
     t = w.threads[who % len(w.threads)]
     pkru = t.pkru
-    expected = rights(pkru, c_int(key)) if 0 <= c_int(key) <= 15 else "EINVAL"
+    expected = bits(pkru, c_int(key)) if 0 <= c_int(key) <= 15 else "EINVAL"
     assert outcome(glibc.pkey_get, t, key) == expected
     assert t.pkru == pkru
 
@@ -60,7 +55,7 @@ def test_pkey_set_replaces_the_two_bits_of_the_key(w, who, key, access):
     others = [u for u in w.threads if u is not t]
     pkru, their_pkru, the_map = t.pkru, [u.pkru for u in others], w.mm.pkey_allocation_map
     k, r = c_int(key), access % 2**32
-    expected, after = (0, with_rights(pkru, k, r)) if 0 <= k <= 15 and r <= 3 else ("EINVAL", pkru)
+    expected, after = (0, with_bits(pkru, k, r)) if 0 <= k <= 15 and r <= 3 else ("EINVAL", pkru)
     assert outcome(glibc.pkey_set, t, key, access) == expected
     assert t.pkru == after
     assert ([u.pkru for u in others], w.mm.pkey_allocation_map) == (their_pkru, the_map)
@@ -131,7 +126,7 @@ def test_pkey_alloc_and_pkey_free_as_the_manual_says(w, who, access):
     assume(free)
     k = glibc.pkey_alloc(t, 0, access)
     assert k >= 0 and (k == 0 or 0 not in free)
-    assert t.pkru == with_rights(pkru, k, access)
+    assert t.pkru == with_bits(pkru, k, access)
     rights_before = [u.pkru for u in w.threads]
     assert glibc.pkey_free(t, k) == 0
     assert [u.pkru for u in w.threads] == rights_before
@@ -161,5 +156,5 @@ def test_pkey_set_in_a_handler_lasts_until_sigreturn(w, key, access, pkru):
 
     w.t.sigaction(SIGUSR1, handler)
     assert w.t.raise_signal(SIGUSR1) is None
-    assert seen == [rights(s.init_pkru_value, key), access]
+    assert seen == [bits(s.init_pkru_value, key), access]
     assert w.t.pkru == interrupted

@@ -14,7 +14,7 @@ from pkeyspec import (
 from tests.properties import proves
 from tests.properties.histories import (
     AD, ANON, RW, WD, bits, fresh_key, histories, key0_open, keyed_page, kernels, pkru_values,
-    replay, vendors, with_bits,
+    run, vendors, with_bits,
 )
 
 #: What the trusted code gives up for the secret's key: AD, with or without WD.
@@ -25,9 +25,9 @@ def sandboxed(system, history, rights=AD):
     """The page's starting point: after ``history``, a thread keeps 42 on a page with a new key
     ``k`` and has given up its rights for ``k``."""
     t = system.spawn()
-    replay(t, history)
+    run(t, history)
     k = fresh_key(t, rights)
-    secret = keyed_page(t, k, 42)
+    secret = keyed_page(t, k, value=42)
     return t, secret, k
 
 
@@ -102,7 +102,7 @@ def test_a_handler_starts_with_key0_open(kernel, history, interrupted, rseq, fro
     data. From 6.12 one always runs, and a thread without rseq resumes with its own PKRU; on 6.1
     none runs when that PKRU may not write key 0."""
     t = System(kernel=kernel).spawn()
-    replay(t, history)
+    run(t, history)
     data = t.mmap(0, PAGE_SIZE, RW, ANON)
     t.store(data, 7)
     seen = []
@@ -170,9 +170,9 @@ def test_pkey_free_changes_no_page_and_no_rights(kernel, history, first, second,
     """pkey_free(k) changes no page's key and no thread's PKRU; the next pkey_alloc returns k, and
     the rights it gives its caller decide whether that thread reads the old page."""
     t = System(kernel=kernel).spawn()
-    replay(t, history)
+    run(t, history)
     k = fresh_key(t, first)
-    old = keyed_page(t, k, 42)
+    old = keyed_page(t, k, value=42)
     threads = [t] + [t.clone() for _ in others]
     for thread, value in zip(threads[1:], others):
         thread.wrpkru(value)
@@ -197,7 +197,7 @@ def test_a_program_gets_15_keys_and_14_after_an_execute_only_page(
     """A new program (whatever the process did before execve) can allocate 15 keys, 1 to 15; a
     plain mprotect(PROT_EXEC), before or after some of its allocations, takes one more (14 left)."""
     t = System(kernel=kernel).spawn()
-    replay(t, history)
+    run(t, history)
     t.execve()
     got = [t.pkey_alloc(0, rights) for _ in range(before)]
     if execute_only:
@@ -224,7 +224,7 @@ def test_pkey_mprotect_makes_the_writable_executable_mapping_mprotect_would(
     """pkey_mprotect with key -1 (the key stays), key 0 or any allocated key makes a writable and
     executable mapping, the one a filter on mprotect's PROT_WRITE | PROT_EXEC means to forbid."""
     t = System(kernel=kernel).spawn()
-    replay(t, history)
+    run(t, history)
     old_key = fresh_key(t) if keyed else 0
     page = keyed_page(t, old_key)
     new_key = fresh_key(t) if key == "new" else key
@@ -243,9 +243,9 @@ def test_access_after_wrpkru_is_judged_by_the_written_value(kernel, history, bef
     """The first access after a WRPKRU is judged by the value written, for every key and every
     PKRU before and after: it faults exactly when the new value denies it."""
     t = System(kernel=kernel).spawn()
-    replay(t, history)
+    run(t, history)
     k = fresh_key(t)
-    page = keyed_page(t, k, 1)
+    page = keyed_page(t, k, value=1)
     t.wrpkru(before)
     t.wrpkru(after)
     end = t.store(page, 2) if write else t.load(page)

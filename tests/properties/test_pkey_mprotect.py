@@ -8,9 +8,9 @@ from pkeyspec import (
     PROT_WRITE,
 )
 from tests.properties import proves
-from tests.properties.prior import (
-    ANY_INT, ARENA_PAGES, PROTS, byte_at, c_int, exec_only, key_of, mapped_run, mostly, outcome,
-    rights, twin, user_keys, worlds,
+from tests.properties.histories import (
+    ANY_INT, ARENA_PAGES, PROTS, bits, byte_at, c_int, exec_only, key_of, mapped_run, mostly,
+    outcome, twin, user_keys, worlds,
 )
 
 GROWS = PROT_GROWSDOWN | PROT_GROWSUP
@@ -75,7 +75,7 @@ def test_retagging_needs_no_rights_to_either_key(w, data, first, n, pkru):
     w.t.wrpkru(pkru)
     assert w.t.pkey_mprotect(addr, n * PAGE_SIZE, PROT_READ | PROT_WRITE, new) == 0
     assert [key_of(w.mm, addr + i * PAGE_SIZE) for i in range(n)] == [new] * n
-    if not rights(pkru, new) & PKRU_AD_BIT:
+    if not bits(pkru, new) & PKRU_AD_BIT:
         assert w.t.load(addr) == expected_byte
 
 

@@ -5,21 +5,17 @@ from hypothesis import strategies as st
 
 from pkeyspec import PKEY_DISABLE_ACCESS, PKEY_DISABLE_WRITE, Thread, rfc, uapi
 from tests.properties import proves
-from tests.properties.prior import (
-    ANY_INT, KERNELS, STABLE, c_int, map_bits, mostly, outcome, rights, user_keys, worlds,
+from tests.properties.histories import (
+    ANY_INT, KERNELS, STABLE, bits, c_int, map_bits, mostly, outcome, user_keys, with_bits,
+    worlds,
 )
 
 who = st.integers(0, 2)
 
 
-def as_rfc_rights(bits):
+def as_rfc_rights(two_bits):
     """PKRU bits (AD = 1, WD = 2) as the RFC's pkey_get reports them: AD reads back as AD|WD."""
-    return PKEY_DISABLE_ACCESS | PKEY_DISABLE_WRITE if bits & 1 else bits
-
-
-def with_rights(pkru, key, bits):
-    """``pkru`` with the two bits of ``key`` replaced by ``bits``."""
-    return pkru & ~(3 << 2 * key) | bits << 2 * key
+    return PKEY_DISABLE_ACCESS | PKEY_DISABLE_WRITE if two_bits & 1 else two_bits
 
 
 def set_keys(w):
@@ -48,9 +44,9 @@ def test_rfc_calls_get_and_set_the_callers_rights(w, data, who, access):
     key = data.draw(st.sampled_from(sorted(map_bits(w.mm))), "key")
     t = w.threads[who % len(w.threads)]
     pkru, others = t.pkru, [(u, u.pkru) for u in w.threads if u is not t]
-    assert rfc.pkey_get(t, key, 0) == as_rfc_rights(rights(pkru, key))
+    assert rfc.pkey_get(t, key, 0) == as_rfc_rights(bits(pkru, key))
     assert rfc.pkey_set(t, key, access, 0) == 0
-    assert t.pkru == with_rights(pkru, key, access)
+    assert t.pkru == with_bits(pkru, key, access)
     assert rfc.pkey_get(t, key, 0) == as_rfc_rights(access)
     assert [u.pkru for u, _ in others] == [p for _, p in others]
 
@@ -72,7 +68,7 @@ def test_rfc_errno(w, key, flags, access):
     elif not 0 <= k < 16:
         expected = "EINVAL"
     else:
-        expected = as_rfc_rights(rights(pkru, k))
+        expected = as_rfc_rights(bits(pkru, k))
     assert outcome(rfc.pkey_get, t, key, flags) == expected
     if expected in ("EINVAL", "EBADF"):
         assert outcome(rfc.pkey_set, t, key, access, flags) == expected
@@ -89,7 +85,7 @@ def test_rfc_pkey_set_ignores_unknown_rights_bits(w, data, access):
     assume(map_bits(w.mm))
     key = data.draw(st.sampled_from(sorted(map_bits(w.mm))), "key")
     assert rfc.pkey_set(w.t, key, access, 0) == 0
-    assert rights(w.t.pkru, key) == access % 4
+    assert bits(w.t.pkru, key) == access % 4
     if access % 2**64 > 3:
         assert outcome(w.t.pkey_alloc, 0, access) == "EINVAL"
 
@@ -114,11 +110,11 @@ def test_rfc_call_answers_from_its_snapshot_of_the_map(w, data, setter, access, 
             outcome(b.pkey_free, k)
     if setter:
         result = outcome(rfc.set_rights, a, key, access, seen)
-        after = with_rights(pkru, key, access) if allocated_then else pkru
+        after = with_bits(pkru, key, access) if allocated_then else pkru
         assert (result, a.pkru) == (0 if allocated_then else "EBADF", after)
     else:
         result = outcome(rfc.get_rights, a, key, seen)
-        assert result == (as_rfc_rights(rights(pkru, key)) if allocated_then else "EBADF")
+        assert result == (as_rfc_rights(bits(pkru, key)) if allocated_then else "EBADF")
 
 
 def interleavings(steps_a, steps_b):
@@ -139,8 +135,8 @@ def test_two_rfc_pkey_set_calls_lose_no_update(w, data, rights_a, rights_b, orde
     key_a, key_b = data.draw(set_keys(w), "key A"), data.draw(set_keys(w), "key B")
     a, b = w.t, w.t.clone()
     the_map, others = w.mm.pkey_allocation_map, [(u, u.pkru) for u in w.threads[1:]]
-    expected = [with_rights(a.pkru, key_a, rights_a) if the_map >> key_a & 1 else a.pkru,
-                with_rights(b.pkru, key_b, rights_b) if the_map >> key_b & 1 else b.pkru]
+    expected = [with_bits(a.pkru, key_a, rights_a) if the_map >> key_a & 1 else a.pkru,
+                with_bits(b.pkru, key_b, rights_b) if the_map >> key_b & 1 else b.pkru]
     seen = {}
     steps = {
         "A reads the map": lambda: seen.update(a=rfc.read_map(a, key_a, 0)),

@@ -9,7 +9,7 @@ from pkeyspec import (
 from tests.properties import proves
 from tests.properties.histories import (
     AD, ANON, DEFAULT_PKRU, RW, WD, bits, fresh_key, histories, key0_open, keyed_page, kernels,
-    pkru_values, replay, vendors, with_bits,
+    pkru_values, run, vendors, with_bits,
 )
 
 #: The XSAVE image in the frame: XSTATE_BV at byte 512, PKRU at byte 2688.
@@ -36,7 +36,7 @@ def test_a_handler_starts_with_init_pkru(kernel, vendor, history, interrupted, f
     """Whatever PKRU the interrupted thread had, a handler starts with init_pkru, 0x55555554 by
     default (and one runs whenever that PKRU leaves key 0, the stack's key, open)."""
     t = System(kernel=kernel, cpu_vendor=vendor).spawn()
-    replay(t, history)
+    run(t, history)
     sender = t.clone()
     seen = []
     t.sigaction(SIGUSR1, lambda ctx: seen.append(ctx.thread.rdpkru()))
@@ -60,7 +60,7 @@ def test_a_handler_gets_init_pkru_as_it_is_at_delivery(kernel, boot, history, wr
     write the kernel accepts (key 0 open) changes what the next handler gets, in every process."""
     s = System(kernel=kernel, init_pkru=boot)
     old = s.spawn()
-    replay(old, history)
+    run(old, history)
     expected = boot
     for value in writes:
         young = s.spawn()
@@ -86,7 +86,7 @@ def test_the_frame_holds_the_interrupted_pkru_and_sigreturn_restores_it(
     and sigreturn restores it; except that on AMD before 6.12 XSAVE leaves bit 9 clear when that
     PKRU is 0, so XRSTOR loads the init value, 0: the same value."""
     t = System(kernel=kernel, cpu_vendor=vendor).spawn()
-    replay(t, history)
+    run(t, history)
     frames = []
     t.sigaction(SIGUSR1, lambda ctx: frames.append(
         (ctx.thread.load(ctx.fpstate + PKRU_SLOT, 4), ctx.thread.load(ctx.fpstate + XSTATE_BV, 8))))
@@ -107,7 +107,7 @@ def test_a_wrpkru_in_the_handler_is_lost(kernel, vendor, history, interrupted, w
     """Whatever the handler writes to PKRU, with WRPKRU or glibc's pkey_set, the thread resumes
     with the PKRU saved in the frame, the interrupted one."""
     t = System(kernel=kernel, cpu_vendor=vendor).spawn()
-    replay(t, history)
+    run(t, history)
 
     def handler(ctx):
         for use_pkey_set, value in writes:     # key 0 stays readable: sigreturn reads the frame
@@ -131,7 +131,7 @@ def test_an_edit_of_the_frame_is_the_pkru_the_thread_resumes_with(
     """A handler that writes a PKRU value into its frame makes the thread resume with that value;
     except on AMD before 6.12 when the interrupted PKRU was 0: bit 9 is clear, the edit ignored."""
     t = System(kernel=kernel, cpu_vendor=vendor).spawn()
-    replay(t, history)
+    run(t, history)
     t.sigaction(SIGUSR1, lambda ctx: ctx.thread.store(ctx.fpstate + PKRU_SLOT, edit, 4))
     t.wrpkru(interrupted)
     assert t.raise_signal(SIGUSR1) is None
@@ -150,9 +150,9 @@ def test_a_sigsegv_handler_repairs_a_key_fault_by_editing_the_frame(
     the faulting load or store run again and succeed, after one call of the handler."""
     assume(write or denied & AD)
     t = System(kernel=kernel, cpu_vendor=vendor).spawn()
-    replay(t, history)
+    run(t, history)
     k = fresh_key(t)
-    page = keyed_page(t, k, 42 if touched else None)
+    page = keyed_page(t, k, value=42 if touched else None)
     calls = []
 
     def repair(ctx):
@@ -177,7 +177,7 @@ def test_the_frame_is_written_under_the_interrupted_pkru_before_612_and_open_sin
     """Before 6.12 a PKRU that denies writing the key of the stack the frame goes to gets the
     process killed with SIGSEGV and no handler runs; from 6.12 the handler runs, with init_pkru."""
     t = System(kernel=kernel).spawn()
-    replay(t, history)
+    run(t, history)
     stack_key = 0
     if on_altstack:
         stack_key = fresh_key(t)
@@ -208,7 +208,7 @@ def test_the_rseq_update_kills_a_thread_that_denies_key0_when_its_handler_return
     SIGSEGV handler runs and repairs key 0 in the frame, yet the process dies when it returns if
     key 0 was access-disabled, or write-disabled before 6.19. A thread without rseq survives."""
     t = System(kernel=kernel).spawn()
-    replay(t, history)
+    run(t, history)
     thread = t.clone() if pthread else t
     if not rseq:
         thread.rseq_unregister()
@@ -239,7 +239,7 @@ def test_a_handler_on_an_alternate_stack_with_its_own_key(
     version (init_pkru denies the key); an assembly one that opens PKRU first runs and the thread
     resumes with its own PKRU, except before 6.12 when the thread denied writing the key."""
     t = System(kernel=kernel).spawn()
-    replay(t, history)
+    run(t, history)
     k = fresh_key(t)
     alt = t.mmap(0, 2 * PAGE_SIZE, RW, ANON)
     t.pkey_mprotect(alt, 2 * PAGE_SIZE, RW, k)

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from pkeyspec import PAGE_SIZE, PROT_EXEC, SEGV_PKUERR, SIGUSR1, Killed, System, glibc
 from tests.properties import proves
 from tests.properties.histories import (
-    ANON, AD, DEFAULT_PKRU, RW, bits, fresh_key, histories, keyed_page, kernels, pkru_values,
-    replay, rights, with_bits,
+    ANON, DEFAULT_PKRU, RW, bits, fresh_key, histories, keyed_page, kernels, pkru_values, rights,
+    run, with_bits,
 )
 
 
@@ -40,7 +40,7 @@ def test_a_new_thread_starts_with_its_creators_current_pkru(kernel, init, histor
     """clone gives the new thread the PKRU its creator has at that moment, not init_pkru; later
     WRPKRUs and pkey_allocs in either thread do not reach the other."""
     t = System(kernel=kernel, init_pkru=init).spawn()
-    replay(t, history)
+    run(t, history)
     now = t.rdpkru()
     u = t.clone()
     assert u.rdpkru() == now
@@ -67,7 +67,7 @@ def test_another_thread_keeps_its_bits_for_a_key_allocated_and_allocated_again(
     """A thread that set its bits for a key (to anything, not only AD) keeps them when another
     thread allocates that key, and again when that thread frees it and allocates it anew."""
     t = System(kernel=kernel).spawn()
-    replay(t, history)
+    run(t, history)
     u = t.clone()
     u.wrpkru(other)                                  # u's bits for every key, allocated or not
     k = fresh_key(t, first)
@@ -86,7 +86,7 @@ def test_no_call_changes_another_threads_pkru(kernel, other, history, sets):
     t = System(kernel=kernel).spawn()
     u = t.clone()
     u.wrpkru(other)
-    replay(t, history)
+    run(t, history)
     for key, value in sets:
         try:
             glibc.pkey_set(t, key, value)
@@ -106,10 +106,10 @@ def test_a_thread_older_than_a_key_cannot_touch_its_memory(
     with init_pkru=0 (the broken twin) it reads and writes that memory."""
     t = System(kernel=kernel, init_pkru=init).spawn()
     early = t.clone()
-    replay(t, history)
+    run(t, history)
     k = fresh_key(t, given_rights)
     assume(k != 0)                             # the history freed key 0 and got it back
-    page = keyed_page(t, k, 42 if touched else None)
+    page = keyed_page(t, k, value=42 if touched else None)
     end = early.store(page, 7) if write else early.load(page)
     if init == DEFAULT_PKRU:
         assert isinstance(end, Killed), end
@@ -126,14 +126,14 @@ def test_fork_copies_the_map_the_execute_only_key_and_every_vma_key(
     """The child of fork has a copy of its parent's mm: the key of every mapping, the allocation
     map and the execute-only key. Afterwards neither one's calls change the other's."""
     t = System(kernel=kernel).spawn()
-    replay(t, history)
+    run(t, history)
     at_fork = mm_keys(t)
     child = t.fork()
     assert mm_keys(child) == at_fork
-    replay(child, in_child)
+    run(child, in_child)
     assert mm_keys(t) == at_fork
     child_now = mm_keys(child)
-    replay(t, in_parent)
+    run(t, in_parent)
     assert mm_keys(child) == child_now
 
 
@@ -145,7 +145,7 @@ def test_the_child_has_the_pkru_of_the_thread_that_called_fork(kernel, history, 
     """The child of fork has one thread, whose PKRU is that of the thread that called fork,
     whatever the parent's other threads hold."""
     t = System(kernel=kernel).spawn()
-    replay(t, history)
+    run(t, history)
     threads = [t] + [t.clone() for _ in pkrus[1:]]
     for thread, value in zip(threads, pkrus):
         thread.wrpkru(value)
@@ -164,7 +164,7 @@ def test_execve_resets_the_map_the_vma_keys_and_the_callers_pkru(kernel, init, h
     15, and pkey_free takes each back), every mapping has key 0, the caller's PKRU is init_pkru
     and the other threads have ended."""
     t = System(kernel=kernel, init_pkru=init).spawn()
-    replay(t, history)
+    run(t, history)
     threads = [t] + [t.clone() for _ in pkrus[1:]]
     for thread, value in zip(threads, pkrus):
         thread.wrpkru(value)
@@ -192,7 +192,7 @@ def test_the_boot_parameter_is_taken_unchecked(kernel, value, history):
     s = System(kernel=kernel, init_pkru=value)
     init = s.spawn()
     assert init.process.pid == 1 and init.rdpkru() == value
-    replay(init, history)
+    run(init, history)
     prog = init.fork()
     prog.wrpkru(DEFAULT_PKRU)
     assert prog.execve().rdpkru() == value

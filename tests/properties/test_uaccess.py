@@ -12,8 +12,8 @@ from pkeyspec import (
 )
 from tests.properties import proves
 from tests.properties.histories import (
-    AD, ANON, RW, WD, bits, fresh_key, histories, key0_open, keyed_page, kernels, pkru_values,
-    replay, with_bits,
+    AD, ANON, RW, WD, fresh_key, histories, key0_open, keyed_page, kernels, pkru_values, run,
+    with_bits,
 )
 
 
@@ -36,9 +36,9 @@ def test_read_and_write_copy_under_the_calling_threads_pkru(
     page or not, and the bytes stay in the pipe; write() from one it may not read fails with EFAULT.
     Only the calling thread's PKRU counts."""
     t = System(kernel=kernel).spawn()
-    replay(t, history)
+    run(t, history)
     k = fresh_key(t)
-    buf = keyed_page(t, k, 0x41 if touched else None)
+    buf = keyed_page(t, k, value=0x41 if touched else None)
     u = t.clone()
     caller, other = (u, t) if caller_is_new else (t, u)
     pkru = with_bits(key0_open(pkrus[0]), k, rights_for_k)
@@ -80,9 +80,9 @@ def test_a_denied_kernel_copy_sends_no_signal(kernel, history, call, denied, tou
     still runs."""
     assume(call in INTO_BUF or denied & AD)
     t = System(kernel=kernel).spawn()
-    replay(t, history)
+    run(t, history)
     k = fresh_key(t)
-    buf = keyed_page(t, k, 0x41 if touched else None)
+    buf = keyed_page(t, k, value=0x41 if touched else None)
     plain = plain_page(t, b"x")
     r, w = t.pipe()
     t.write(w, plain, 1)
@@ -115,9 +115,9 @@ def test_a_foreign_access_ignores_keys(
     """/proc/PID/mem, the remote side of process_vm_readv/writev and PTRACE_PEEKDATA/POKEDATA read
     and write a page whatever its key and the caller's rights for it, in its own process or not."""
     t = System(kernel=kernel).spawn()
-    replay(t, history)
+    run(t, history)
     k = fresh_key(t)
-    page = keyed_page(t, k, 0x41 if touched else None)
+    page = keyed_page(t, k, value=0x41 if touched else None)
     caller = t.fork() if from_child else t
     caller.wrpkru(with_bits(key0_open(caller_pkru), k, rights_for_k))
     pid = t.process.pid
