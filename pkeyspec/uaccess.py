@@ -97,8 +97,10 @@ def access_remote_vm(system: System, mm: Mm, addr: int, length: int, *, write: b
 
     With FOLL_FORCE (``/proc/PID/mem``, ptrace) a VMA that may be made
     readable or writable (VM_MAYREAD, VM_MAYWRITE) is enough; without it
-    (``process_vm_*``) the VMA must be readable or writable now. Returns the
-    bytes read or the count written; -EFAULT if nothing could be done.
+    (``process_vm_*``) the VMA must be readable or writable now. A page with
+    no PTE is faulted in, and so is the zero page for a write (GUP does not
+    follow a read-only PTE for FOLL_WRITE: the write fault copies it). Returns
+    the bytes read or the count written; -EFAULT if nothing could be done.
     """
     out = bytearray()
     done = 0
@@ -108,7 +110,8 @@ def access_remote_vm(system: System, mm: Mm, addr: int, length: int, *, write: b
             break
         if not _vma_allows(vma.flags, write, force):
             break
-        if (a >> PAGE_SHIFT) not in mm.ptes:
+        pte = mm.ptes.get(a >> PAGE_SHIFT)
+        if pte is None or write and pte.zero_page:
             fault_in(mm, vma, a, write)
         if write:
             write_bytes(system, mm, a, data[done:done + n])

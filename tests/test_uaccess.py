@@ -51,6 +51,26 @@ def page(t, pages=1, value=None, prot=RW, flags=ANON):
     return p
 
 
+def lone_page(t, n=0):
+    """A one-page private mapping far from the others, so it is a VMA of its own (mmap's hint)."""
+    addr = 0x100000000 + n * 0x1000000
+    assert t.mmap(addr, PAGE, RW, ANON) == addr
+    return addr
+
+
+def rss_kb(t, addr):
+    """The Rss: line of the /proc/self/smaps block of the VMA holding addr, in kB."""
+    inside = False
+    for line in t.smaps().splitlines():
+        first = line.split(" ")[0]
+        if "-" in first and all(c in "0123456789abcdef-" for c in first):
+            lo, hi = (int(x, 16) for x in first.split("-"))
+            inside = lo <= addr < hi
+        elif inside and line.startswith("Rss:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VMA holds {addr:#x}")
+
+
 def rekey(t, addr, rights, pages=1):
     k = t.pkey_alloc(0, rights)
     assert t.pkey_mprotect(addr, pages * PAGE, RW, k) == 0
@@ -419,6 +439,60 @@ def test_child_reads_parents_ad_page_through_proc_pid_mem():
     mem = child.open_proc_mem(t.process.pid)
     assert child.pread(mem, buf, 1, secret) == 1
     assert child.load(buf) == 0x41
+
+
+def foreign_write(t, how, src, dst, n):
+    """Write n bytes from src to dst of t's own memory through a foreign interface."""
+    if how == "proc-mem":
+        return t.pwrite(t.open_proc_mem(), src, n, dst)
+    return t.process_vm_writev(t.process.pid, [(src, n)], [(dst, n)])
+
+
+@pytest.mark.parametrize("how", ["proc-mem", "process_vm_writev"])
+def test_foreign_write_to_a_never_touched_page_faults_in_a_page_of_its_own(how):
+    """A foreign write to a never-touched private page faults it in for writing: Rss 4 kB.
+
+    A foreign read of another never-touched page maps the zero page: the bytes
+    are 0 and Rss stays 0 kB.
+
+    Source: mm/gup.c ``__get_user_pages`` -> ``faultin_page`` (FAULT_FLAG_WRITE
+    for FOLL_WRITE); mm/memory.c ``do_anonymous_page`` (a read fault maps the
+    zero page, a write fault a new page); fs/proc/task_mmu.c ``smaps_pte_entry``
+    (``vm_normal_page`` is NULL for the zero page, so it is not counted).
+    """
+    t = spawn()
+    src = page(t, value=0x5A)
+    dst = lone_page(t)
+    assert foreign_write(t, how, src, dst, 1) == 1
+    assert rss_kb(t, dst) == 4
+    assert t.load(dst) == 0x5A
+    untouched = lone_page(t, 1)
+    buf = page(t, value=0x77)
+    assert t.process_vm_readv(t.process.pid, [(buf, 1)], [(untouched, 1)]) == 1
+    assert t.load(buf) == 0
+    assert rss_kb(t, untouched) == 0
+
+
+@pytest.mark.parametrize("how", ["proc-mem", "process_vm_writev"])
+def test_foreign_write_to_the_zero_page_copies_it(how):
+    """A read maps the zero page (Rss 0 kB); a foreign write to that page copies it into a
+    page of its own (Rss 4 kB), which the thread then reads.
+
+    GUP does not follow a read-only PTE for a write: it takes a write fault,
+    and the zero page is copied on write.
+
+    Source: mm/gup.c ``follow_page_pte`` (``FOLL_WRITE && !can_follow_write_pte``:
+    no page) and ``faultin_page`` (FAULT_FLAG_WRITE); mm/memory.c ``do_wp_page``
+    -> ``wp_page_copy``; fs/proc/task_mmu.c ``smaps_pte_entry``.
+    """
+    t = spawn()
+    src = page(t, value=0x5A)
+    dst = lone_page(t)
+    assert t.load(dst) == 0
+    assert rss_kb(t, dst) == 0
+    assert foreign_write(t, how, src, dst, 1) == 1
+    assert rss_kb(t, dst) == 4
+    assert t.load(dst) == 0x5A
 
 
 # --- process_vm_readv / process_vm_writev -----------------------------------------------------
