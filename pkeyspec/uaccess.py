@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from . import cabi
 from .access import fault_in, page_access, read_bytes, write_bytes
-from .mm import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_SHARED, VM_WRITE
+from .mm import VM_IO, VM_MAYREAD, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE
 from .uapi import (
     EAGAIN, EBADF, EFAULT, EINVAL, EIO, ENOENT, EPIPE, ESPIPE, ESRCH, PAGE_SHIFT, PAGE_SIZE, SIGPIPE,
 )
@@ -125,7 +125,14 @@ def access_remote_vm(system: System, mm: Mm, addr: int, length: int, *, write: b
 
 def _vma_allows(flags: int, write: bool, force: bool) -> bool:
     """``check_vma_flags`` (mm/gup.c): FOLL_FORCE may write a private mapping that could be
-    made writable (copy on write), and read one that could be made readable."""
+    made writable (copy on write), and read one that could be made readable.
+
+    A VM_IO or VM_PFNMAP VMA ([vvar]) is never reached: it has no pages, and
+    its special mapping has no ``vm_ops->access`` for ``__access_remote_vm``
+    to fall back on ("vDSO code relies that VVAR can't be accessed remotely").
+    """
+    if flags & (VM_IO | VM_PFNMAP):
+        return False
     if write:
         if flags & VM_WRITE:
             return True

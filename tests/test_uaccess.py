@@ -426,6 +426,29 @@ def test_proc_self_mem_unmapped_target_eio_and_short_read_at_the_end():
     assert t.load(buf) == 0x7
 
 
+@pytest.mark.parametrize("release", ["6.1", "6.12"])
+def test_vvar_cannot_be_reached_by_a_foreign_access(release):
+    """[vvar] (VM_IO | VM_PFNMAP) is refused to every foreign access: /proc/self/mem pread
+    EIO, process_vm_readv EFAULT, PTRACE_PEEKDATA EIO; the buffer is left alone.
+
+    ``check_vma_flags`` refuses VM_IO and VM_PFNMAP VMAs, and ``__access_remote_vm``
+    has no fallback: the special mapping's ``vm_ops->access`` is NULL ("vDSO
+    code relies that VVAR can't be accessed remotely").
+
+    Source: mm/gup.c ``check_vma_flags``; mm/memory.c ``__access_remote_vm``;
+    mm/mmap.c ``special_mapping_vmops``; arch/x86/entry/vdso/vma.c ``map_vdso``
+    (the [vvar] flags in 6.1 and 6.12; later releases map it from lib/vdso/datastore.c).
+    """
+    t = spawn(release)
+    vvar = next(v.start for v in t.process.mm.vmas if v.name == "[vvar]")
+    buf = page(t, value=0x5A)
+    mem = t.open_proc_mem()
+    assert err_of(t.pread, mem, buf, 1, vvar) == errno.EIO
+    assert err_of(t.process_vm_readv, t.process.pid, [(buf, 1)], [(vvar, 1)]) == errno.EFAULT
+    assert err_of(t.ptrace, PTRACE_PEEKDATA, t.fork().process.pid, vvar) == errno.EIO
+    assert t.load(buf) == 0x5A
+
+
 def test_child_reads_parents_ad_page_through_proc_pid_mem():
     """The child opens /proc/<parent>/mem and reads the parent's AD page; its own load faults.
 
