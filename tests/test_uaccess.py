@@ -14,7 +14,7 @@ import pytest
 
 from pkeyspec import (
     MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PKEY_DISABLE_ACCESS, PKEY_DISABLE_WRITE,
-    PROT_READ, PROT_WRITE, PTRACE_PEEKDATA, PTRACE_POKEDATA, SIG_IGN, SIGSEGV, Exited, Killed,
+    PROT_NONE, PROT_READ, PROT_WRITE, PTRACE_PEEKDATA, PTRACE_POKEDATA, SIG_IGN, SIGSEGV, Exited, Killed,
     System, pkru_with_rights,
 )
 from tests.helpers import err_of
@@ -22,6 +22,7 @@ from tests.helpers import err_of
 PAGE = 4096
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
+SHARED = MAP_SHARED | MAP_ANONYMOUS
 AD = PKEY_DISABLE_ACCESS
 WD = PKEY_DISABLE_WRITE
 SIGPIPE = 13
@@ -258,6 +259,126 @@ def test_read_crossing_into_a_denied_page_inside_one_pipe_buffer_is_efault():
     plain = page(t)
     assert t.read(r, plain, 300) == 200
     assert dump(t, plain, 200) == bytes(range(200))
+
+
+def test_a_copy_from_an_odd_address_checks_the_next_page_too():
+    """write(w, p + 4095, 2) and read(r, q + 4095, 2), where p + 4096 and q + 4096 are AD:
+    both EFAULT, though the first byte of each is allowed; the two bytes stay in the pipe.
+
+    The copy stops at the first byte of the denied page, wherever the buffer
+    starts, so the chunk is short and dropped (write) or left (read).
+
+    Facts: KERN-COPY-USER. Source: fs/pipe.c ``pipe_write`` (``copied < PAGE_SIZE &&
+    iov_iter_count(from)`` -> -EFAULT), ``pipe_read`` (``written < chars`` -> -EFAULT).
+    """
+    t = spawn()
+    p = page(t, 2)
+    fill(t, p + PAGE - 1, b"x")
+    rekey(t, p + PAGE, AD)
+    r, w = t.pipe()
+    assert err_of(t.write, w, p + PAGE - 1, 2) == errno.EFAULT
+    src = page(t)
+    fill(t, src, b"ab")
+    assert t.write(w, src, 2) == 2
+    assert err_of(t.read, r, p + PAGE - 1, 2) == errno.EFAULT
+    assert t.read(r, src + 2, 2) == 2
+    assert dump(t, src, 4) == b"abab"
+
+
+def test_pipe_copies_from_and_into_a_shared_mapping():
+    """write() from a MAP_SHARED buffer and read() into another: the bytes go through, and a
+    child forked before sees what read() stored (the mapping is shared).
+
+    Facts: KERN-COPY-USER. Source: fs/pipe.c ``pipe_write``/``pipe_read``
+    (``copy_page_from_iter``/``copy_page_to_iter`` on the caller's mapping).
+    """
+    t = spawn()
+    src = page(t, value=0x61, flags=SHARED)
+    dst = page(t, value=0x7A, flags=SHARED)
+    child = t.fork()
+    r, w = t.pipe()
+    assert t.write(w, src, 1) == 1
+    assert t.read(r, dst, 1) == 1
+    assert t.load(dst) == 0x61
+    assert child.load(dst) == 0x61
+
+
+def test_read_into_a_buffer_that_crosses_a_page_boundary():
+    """One 4096-byte pipe buffer read into q + 100 (two pages, both allowed): 4096, in order.
+
+    Source: fs/pipe.c ``pipe_read`` (``copy_page_to_iter`` of the whole buffer).
+    """
+    t = spawn()
+    src = page(t)
+    fill(t, src, b"a")
+    fill(t, src + PAGE - 101, b"bc")
+    fill(t, src + PAGE - 1, b"d")
+    q = page(t, 2)
+    r, w = t.pipe()
+    assert t.write(w, src, PAGE) == PAGE
+    assert t.read(r, q + 100, PAGE) == PAGE
+    assert dump(t, q + 100, 1) == b"a"
+    assert dump(t, q + PAGE - 1, 2) == b"bc"
+    assert dump(t, q + PAGE + 99, 1) == b"d"
+
+
+def test_read_of_two_pipe_buffers_fills_both_pages_then_stops_at_count():
+    """Two 4096-byte writes; read(r, dst, 8192) returns 8192 with the second buffer in the
+    second page. Again with read(r, dst, 4097): 4097, and the 4095 left come next.
+
+    Source: fs/pipe.c ``pipe_read`` (per buffer, ``chars = min(buf->len, total_len)``;
+    a partly read buffer keeps the rest).
+    """
+    t = spawn()
+    src = page(t, 2)
+    fill(t, src, b"A")
+    fill(t, src + PAGE, b"B")
+    fill(t, src + 2 * PAGE - 1, b"Z")
+    dst = page(t, 3)
+    r, w = t.pipe()
+    assert t.write(w, src, PAGE) == PAGE
+    assert t.write(w, src + PAGE, PAGE) == PAGE
+    assert t.read(r, dst, 2 * PAGE) == 2 * PAGE
+    assert dump(t, dst, 1) + dump(t, dst + PAGE, 1) == b"AB"
+    assert t.write(w, src, 2 * PAGE) == 2 * PAGE
+    assert t.read(r, dst, PAGE + 1) == PAGE + 1
+    assert t.read(r, dst, 2 * PAGE) == PAGE - 1
+    assert dump(t, dst + PAGE - 2, 1) == b"Z"
+
+
+def test_zero_length_write_is_0_even_without_readers():
+    """write(w, buf, 0) returns 0, and with every read end closed it still returns 0 without
+    a SIGPIPE (a handler is installed and never called).
+
+    Source: fs/pipe.c ``pipe_write`` (``/* Null write succeeds. */`` before the readers check).
+    """
+    t = spawn()
+    buf = page(t, value=1)
+    calls = []
+    t.sigaction(SIGPIPE, lambda ctx: calls.append(ctx.info))
+    r, w = t.pipe()
+    assert t.write(w, buf, 0) == 0
+    assert t.close(r) == 0
+    assert t.write(w, buf, 0) == 0
+    assert calls == []
+
+
+def test_sigpipe_is_sent_as_si_user():
+    """A write with no reader left: the SIGPIPE handler runs once with si_code SI_USER (0),
+    then write fails with EPIPE.
+
+    Source: fs/pipe.c ``pipe_write`` (``send_sig(SIGPIPE, current, 0)``); kernel/signal.c
+    ``send_sig`` -> ``send_sig_info(sig, __si_special(0), p)``: SEND_SIG_NOINFO, which
+    ``__send_signal_locked`` fills in with ``si_code = SI_USER``.
+    """
+    t = spawn()
+    buf = page(t, value=1)
+    calls = []
+    t.sigaction(SIGPIPE, lambda ctx: calls.append(ctx.info))
+    r, w = t.pipe()
+    assert t.close(r) == 0
+    assert err_of(t.write, w, buf, 1) == errno.EPIPE
+    assert [(c.si_signo, c.si_code) for c in calls] == [(SIGPIPE, 0)]
 
 
 # --- /proc/self/mem: the target is foreign, the caller's buffer is not -----------------------------
