@@ -570,6 +570,93 @@ def test_vvar_cannot_be_reached_by_a_foreign_access(release):
     assert t.load(buf) == 0x5A
 
 
+def test_open_proc_mem_of_a_pid_that_does_not_exist_is_enoent():
+    """open("/proc/99999/mem") with no such process: ENOENT (the directory is not there).
+
+    Source: fs/proc/base.c ``proc_pid_lookup`` (no task: the dentry stays negative).
+    """
+    t = spawn()
+    assert err_of(t.open_proc_mem, 99999) == errno.ENOENT
+
+
+def test_proc_self_mem_reads_and_writes_across_pages():
+    """pread(mem, buf, 4096, src + 100) reads the tail of one page and the head of the next,
+    in order; pread/pwrite of 8192 bytes move both pages (mem_rw works a page at a time
+    and moves on by what it copied).
+
+    Source: fs/proc/base.c ``mem_rw`` (``addr += this_len``); mm/memory.c
+    ``__access_remote_vm`` (page by page, ``buf += bytes``).
+    """
+    t = spawn()
+    src = page(t, 2)
+    fill(t, src, b"A")
+    fill(t, src + 100, b"a")
+    fill(t, src + PAGE, b"B")
+    fill(t, src + PAGE + 99, b"c")
+    buf = page(t, 2)
+    mem = t.open_proc_mem()
+    assert t.pread(mem, buf, PAGE, src + 100) == PAGE
+    assert dump(t, buf, 1) + dump(t, buf + PAGE - 100, 1) + dump(t, buf + PAGE - 1, 1) == b"aBc"
+    assert t.pread(mem, buf, 2 * PAGE, src) == 2 * PAGE
+    assert dump(t, buf, 1) + dump(t, buf + PAGE, 1) == b"AB"
+    dst = page(t, 2, value=0x10)
+    assert t.pwrite(mem, buf, 2 * PAGE, dst) == 2 * PAGE
+    assert dump(t, dst, 1) + dump(t, dst + PAGE, 1) + dump(t, dst + PAGE + 99, 1) == b"ABc"
+
+
+def test_foreign_accesses_reach_a_shared_mapping():
+    """A MAP_SHARED page of a parent and its child: /proc/PID/mem, process_vm_readv/writev
+    and PTRACE_PEEKDATA/POKEDATA read and write it, and both processes see every write.
+
+    Source: fs/proc/base.c ``mem_rw``, mm/process_vm_access.c, kernel/ptrace.c
+    ``generic_ptrace_peekdata``/``pokedata``: all take the target's page with GUP, which
+    for a writable shared mapping is the shared page itself (mm/gup.c ``check_vma_flags``).
+    """
+    t = spawn()
+    shared = page(t, value=0x10, flags=SHARED)
+    child = t.fork()
+    cpid = child.process.pid
+    buf = page(t)
+    mem = t.open_proc_mem(cpid)
+    assert t.pread(mem, buf, 1, shared) == 1
+    assert t.load(buf) == 0x10
+    assert t.store(buf, 0x21) is None
+    assert t.pwrite(mem, buf, 1, shared) == 1
+    assert child.load(shared) == 0x21
+    assert t.store(buf, 0x32) is None
+    assert t.process_vm_writev(cpid, [(buf, 1)], [(shared, 1)]) == 1
+    assert t.load(shared) == 0x32
+    assert child.store(shared, 0x3C) is None
+    assert t.process_vm_readv(cpid, [(buf, 1)], [(shared, 1)]) == 1
+    assert t.load(buf) == 0x3C
+    assert t.ptrace(PTRACE_POKEDATA, cpid, shared, 0x43) == 0
+    assert t.load(shared) == 0x43
+    assert t.store(shared, 0x54) is None
+    assert t.ptrace(PTRACE_PEEKDATA, cpid, shared) == 0x54
+
+
+def test_prot_none_page_forced_foreign_reads_reach_it_process_vm_readv_does_not():
+    """A PROT_NONE private page: /proc/self/mem pread and PTRACE_PEEKDATA (FOLL_FORCE) read
+    it, since it may be made readable (VM_MAYREAD); process_vm_readv (no FOLL_FORCE): EFAULT.
+
+    Source: mm/gup.c ``check_vma_flags`` (``!(vm_flags & VM_READ)``: -EFAULT without
+    FOLL_FORCE, else allowed with VM_MAYREAD); fs/proc/base.c ``mem_rw`` and
+    kernel/ptrace.c ``generic_ptrace_peekdata`` pass FOLL_FORCE, mm/process_vm_access.c
+    does not.
+    """
+    t = spawn()
+    p = page(t, value=0x41)
+    assert t.mprotect(p, PAGE, PROT_NONE) == 0
+    buf = page(t, value=0x5A)
+    mem = t.open_proc_mem()
+    assert t.pread(mem, buf, 1, p) == 1
+    assert t.load(buf) == 0x41
+    assert t.store(buf, 0x5A) is None
+    assert err_of(t.process_vm_readv, t.process.pid, [(buf, 1)], [(p, 1)]) == errno.EFAULT
+    assert t.load(buf) == 0x5A
+    assert t.ptrace(PTRACE_PEEKDATA, t.fork().process.pid, p) == 0x41
+
+
 def test_child_reads_parents_ad_page_through_proc_pid_mem():
     """The child opens /proc/<parent>/mem and reads the parent's AD page; its own load faults.
 
@@ -792,6 +879,34 @@ def test_ptrace_unmapped_or_partly_mapped_word_is_eio():
     assert err_of(t.ptrace, PTRACE_POKEDATA, cpid, gone, 1) == errno.EIO
     assert err_of(t.ptrace, PTRACE_PEEKDATA, cpid, last + PAGE - 4) == errno.EIO
     assert t.ptrace(PTRACE_PEEKDATA, cpid, last + PAGE - 8) == 0
+
+
+def test_ptrace_word_across_a_page_boundary():
+    """PEEKDATA and POKEDATA of a word whose halves lie in two mapped pages: 8 bytes each way.
+
+    Source: kernel/ptrace.c (``copied != sizeof(tmp)`` is the only failure);
+    mm/memory.c ``__access_remote_vm`` (page by page).
+    """
+    t = spawn()
+    p = page(t, 2, value=1)
+    at = p + PAGE - 4
+    fill(t, at, bytes(range(1, 9)))
+    child = t.fork()
+    cpid = child.process.pid
+    assert t.ptrace(PTRACE_PEEKDATA, cpid, at) == int.from_bytes(bytes(range(1, 9)), "little")
+    assert t.ptrace(PTRACE_POKEDATA, cpid, at, 0x1122334455667788) == 0
+    assert dump(child, at, 8) == (0x1122334455667788).to_bytes(8, "little")
+
+
+def test_ptrace_unknown_request_is_eio():
+    """A request ptrace does not know: EIO (the model does not check the tracing
+    relationship, so this is the answer for a stopped tracee).
+
+    Source: kernel/ptrace.c ``ptrace_request`` (``int ret = -EIO;`` ... ``default: break;``).
+    """
+    t = spawn()
+    cpid = t.fork().process.pid
+    assert err_of(t.ptrace, 0x7777, cpid, 0x10000) == errno.EIO
 
 
 def test_ptrace_of_a_process_that_is_gone_esrch():
