@@ -808,6 +808,90 @@ def test_process_vm_readv_of_unmapped_remote_is_efault_and_dead_pid_esrch():
     assert err_of(t.process_vm_readv, 99999, [(buf, 1)], [(buf, 1)]) == errno.ESRCH
 
 
+def test_process_vm_flags_einval_and_writev_to_a_dead_pid_esrch():
+    """flags must be 0: EINVAL, for both calls; process_vm_writev to a pid that is gone: ESRCH.
+
+    Source: mm/process_vm_access.c ``process_vm_rw`` (``if (flags != 0) return -EINVAL;``),
+    ``process_vm_rw_core`` (no task: -ESRCH).
+    """
+    t = spawn()
+    buf = page(t, value=1)
+    me = t.process.pid
+    assert err_of(t.process_vm_readv, me, [(buf, 1)], [(buf + 1, 1)], 1) == errno.EINVAL
+    assert err_of(t.process_vm_writev, me, [(buf, 1)], [(buf + 1, 1)], 1) == errno.EINVAL
+    assert err_of(t.process_vm_writev, 99999, [(buf, 1)], [(buf + 1, 1)]) == errno.ESRCH
+    assert t.load(buf + 1) == 0
+
+
+def test_process_vm_readv_scatters_and_gathers_in_order():
+    """Remote iovecs are read in order into the local ones, across iovec boundaries on both
+    sides; a local side longer than the data gets what there is, a remote side longer than
+    the local one is read only as far as the local one goes.
+
+    Source: mm/process_vm_access.c ``process_vm_rw_core`` (remote iovecs in order
+    while the local iterator has room), ``process_vm_rw_pages``.
+    """
+    t = spawn()
+    a, b = page(t, value=0x61), page(t, value=0x62)
+    x, y = page(t, value=0x30), page(t, value=0x31)
+    me = t.process.pid
+    assert t.process_vm_readv(me, [(x, 2)], [(a, 1), (b, 1)]) == 2
+    assert dump(t, x, 2) == b"ab"
+    fill(t, a, b"cd")
+    assert t.process_vm_readv(me, [(x, 1), (y, 1)], [(a, 2)]) == 2
+    assert dump(t, x, 1) + dump(t, y, 1) == b"cd"
+    assert t.process_vm_readv(me, [(y, 1), (x, 1)], [(b, 1)]) == 1
+    assert dump(t, y, 1) + dump(t, x, 1) == b"bc"
+    assert t.process_vm_readv(me, [(x, 1)], [(a, 1), (b, 1)]) == 1
+    assert dump(t, x, 1) == b"c"
+
+
+def test_process_vm_writev_scatters_and_gathers_in_order():
+    """The writing twin: local iovecs gathered in order into the remote ones; a remote side
+    longer than the data is written as far as the data goes.
+
+    Source: mm/process_vm_access.c ``process_vm_rw_core``, ``process_vm_rw_pages``.
+    """
+    t = spawn()
+    src = page(t)
+    fill(t, src, b"pq")
+    a, b = page(t, value=0x61), page(t, value=0x62)
+    me = t.process.pid
+    assert t.process_vm_writev(me, [(src, 2)], [(a, 1), (b, 1)]) == 2
+    assert dump(t, a, 1) + dump(t, b, 1) == b"pq"
+    assert t.process_vm_writev(me, [(src + 1, 1), (src, 1)], [(a, 2)]) == 2
+    assert dump(t, a, 2) == b"qp"
+    assert t.process_vm_writev(me, [(src, 1)], [(b, 1), (a, 1)]) == 1
+    assert dump(t, b, 1) + dump(t, a, 1) == b"pq"
+
+
+def test_process_vm_partial_transfer_returns_the_bytes_moved():
+    """When a later iovec fails, the bytes moved before it are returned, not the error:
+    a remote iovec with nothing mapped, a local iovec on an AD page, on either call.
+
+    Source: mm/process_vm_access.c ``process_vm_rw_core`` ("If we have managed to copy
+    any data at all then we return the number of bytes copied").
+    """
+    t = spawn()
+    src = page(t, value=0x61)
+    secret = page(t, value=0x41)
+    rekey(t, secret, AD)
+    buf = page(t, value=0x30)
+    gone = page(t)
+    assert t.munmap(gone, PAGE) == 0
+    me = t.process.pid
+    assert t.process_vm_readv(me, [(buf, 2)], [(src, 1), (gone, 1)]) == 1
+    assert t.load(buf) == 0x61
+    assert t.store(buf, 0x30) is None
+    assert t.process_vm_readv(me, [(buf, 1), (secret, 1)], [(src, 2)]) == 1
+    assert t.load(buf) == 0x61
+    assert t.process_vm_writev(me, [(buf, 1), (secret, 1)], [(src + 1, 2)]) == 1
+    assert t.load(src + 1) == 0x61
+    assert t.store(buf, 0x71) is None
+    assert t.process_vm_writev(me, [(buf, 2)], [(src, 1), (gone, 1)]) == 1
+    assert t.load(src) == 0x71
+
+
 def test_child_process_vm_readv_of_parents_ad_page(kernel):
     """Row m: "child process_vm_readv of the parent's AD page" -> "succeeds".
 
