@@ -114,14 +114,17 @@ def access_remote_vm(system: System, mm: Mm, addr: int, length: int, *, write: b
 
     With FOLL_FORCE (``/proc/PID/mem``, ptrace) a VMA that may be made
     readable or writable (VM_MAYREAD, VM_MAYWRITE) is enough; without it
-    (``process_vm_*``) the VMA must be readable or writable now. Returns the
-    bytes read or the count written; -EFAULT if nothing could be done.
+    (``process_vm_*``) the VMA must be readable or writable now. A page with
+    no PTE is faulted in, and so is the zero page for a write (GUP does not
+    follow a read-only PTE for FOLL_WRITE: the write fault copies it). Returns
+    the bytes read or the count written; -EFAULT if nothing could be done.
     """
     out = bytearray()
     done = 0
     for a, n in _pages(addr, length):
         if not _pin_page(mm, a, write, force):
             break
+
         if write:
             write_bytes(system, mm, a, data[done:done + n])
         else:
@@ -148,9 +151,13 @@ def _pin_page(mm: Mm, addr: int, write: bool, force: bool) -> bool:
 
 
 def _vma_allows(flags: int, write: bool, force: bool) -> bool:
-    """``check_vma_flags`` (mm/gup.c): never a VM_IO or VM_PFNMAP mapping such as [vvar];
-    FOLL_FORCE may write a private mapping that could be made writable (copy on write),
-    and read one that could be made readable."""
+    """``check_vma_flags`` (mm/gup.c): FOLL_FORCE may write a private mapping that could be
+    made writable (copy on write), and read one that could be made readable.
+
+    A VM_IO or VM_PFNMAP VMA ([vvar]) is never reached: it has no pages, and
+    its special mapping has no ``vm_ops->access`` for ``__access_remote_vm``
+    to fall back on ("vDSO code relies that VVAR can't be accessed remotely").
+    """
     if flags & (VM_IO | VM_PFNMAP):
         return False
     if write:

@@ -14,7 +14,7 @@ import pytest
 
 from pkeyspec import (
     MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PKEY_DISABLE_ACCESS, PKEY_DISABLE_WRITE,
-    PROT_READ, PROT_WRITE, PTRACE_PEEKDATA, PTRACE_POKEDATA, SIG_IGN, SIGSEGV, Exited, Killed,
+    PROT_NONE, PROT_READ, PROT_WRITE, PTRACE_PEEKDATA, PTRACE_POKEDATA, SIG_IGN, SIGSEGV, Exited, Killed,
     System, pkru_with_rights,
 )
 from tests.helpers import err_of
@@ -22,6 +22,7 @@ from tests.helpers import err_of
 PAGE = 4096
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
+SHARED = MAP_SHARED | MAP_ANONYMOUS
 AD = PKEY_DISABLE_ACCESS
 WD = PKEY_DISABLE_WRITE
 SIGPIPE = 13
@@ -49,6 +50,26 @@ def page(t, pages=1, value=None, prot=RW, flags=ANON):
         for i in range(pages):
             assert t.store(p + i * PAGE, value) is None
     return p
+
+
+def lone_page(t, n=0):
+    """A one-page private mapping far from the others, so it is a VMA of its own (mmap's hint)."""
+    addr = 0x100000000 + n * 0x1000000
+    assert t.mmap(addr, PAGE, RW, ANON) == addr
+    return addr
+
+
+def rss_kb(t, addr):
+    """The Rss: line of the /proc/self/smaps block of the VMA holding addr, in kB."""
+    inside = False
+    for line in t.smaps().splitlines():
+        first = line.split(" ")[0]
+        if "-" in first and all(c in "0123456789abcdef-" for c in first):
+            lo, hi = (int(x, 16) for x in first.split("-"))
+            inside = lo <= addr < hi
+        elif inside and line.startswith("Rss:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VMA holds {addr:#x}")
 
 
 def rekey(t, addr, rights, pages=1):
@@ -240,6 +261,126 @@ def test_read_crossing_into_a_denied_page_inside_one_pipe_buffer_is_efault():
     assert dump(t, plain, 200) == bytes(range(200))
 
 
+def test_a_copy_from_an_odd_address_checks_the_next_page_too():
+    """write(w, p + 4095, 2) and read(r, q + 4095, 2), where p + 4096 and q + 4096 are AD:
+    both EFAULT, though the first byte of each is allowed; the two bytes stay in the pipe.
+
+    The copy stops at the first byte of the denied page, wherever the buffer
+    starts, so the chunk is short and dropped (write) or left (read).
+
+    Facts: KERN-COPY-USER. Source: fs/pipe.c ``pipe_write`` (``copied < PAGE_SIZE &&
+    iov_iter_count(from)`` -> -EFAULT), ``pipe_read`` (``written < chars`` -> -EFAULT).
+    """
+    t = spawn()
+    p = page(t, 2)
+    fill(t, p + PAGE - 1, b"x")
+    rekey(t, p + PAGE, AD)
+    r, w = t.pipe()
+    assert err_of(t.write, w, p + PAGE - 1, 2) == errno.EFAULT
+    src = page(t)
+    fill(t, src, b"ab")
+    assert t.write(w, src, 2) == 2
+    assert err_of(t.read, r, p + PAGE - 1, 2) == errno.EFAULT
+    assert t.read(r, src + 2, 2) == 2
+    assert dump(t, src, 4) == b"abab"
+
+
+def test_pipe_copies_from_and_into_a_shared_mapping():
+    """write() from a MAP_SHARED buffer and read() into another: the bytes go through, and a
+    child forked before sees what read() stored (the mapping is shared).
+
+    Facts: KERN-COPY-USER. Source: fs/pipe.c ``pipe_write``/``pipe_read``
+    (``copy_page_from_iter``/``copy_page_to_iter`` on the caller's mapping).
+    """
+    t = spawn()
+    src = page(t, value=0x61, flags=SHARED)
+    dst = page(t, value=0x7A, flags=SHARED)
+    child = t.fork()
+    r, w = t.pipe()
+    assert t.write(w, src, 1) == 1
+    assert t.read(r, dst, 1) == 1
+    assert t.load(dst) == 0x61
+    assert child.load(dst) == 0x61
+
+
+def test_read_into_a_buffer_that_crosses_a_page_boundary():
+    """One 4096-byte pipe buffer read into q + 100 (two pages, both allowed): 4096, in order.
+
+    Source: fs/pipe.c ``pipe_read`` (``copy_page_to_iter`` of the whole buffer).
+    """
+    t = spawn()
+    src = page(t)
+    fill(t, src, b"a")
+    fill(t, src + PAGE - 101, b"bc")
+    fill(t, src + PAGE - 1, b"d")
+    q = page(t, 2)
+    r, w = t.pipe()
+    assert t.write(w, src, PAGE) == PAGE
+    assert t.read(r, q + 100, PAGE) == PAGE
+    assert dump(t, q + 100, 1) == b"a"
+    assert dump(t, q + PAGE - 1, 2) == b"bc"
+    assert dump(t, q + PAGE + 99, 1) == b"d"
+
+
+def test_read_of_two_pipe_buffers_fills_both_pages_then_stops_at_count():
+    """Two 4096-byte writes; read(r, dst, 8192) returns 8192 with the second buffer in the
+    second page. Again with read(r, dst, 4097): 4097, and the 4095 left come next.
+
+    Source: fs/pipe.c ``pipe_read`` (per buffer, ``chars = min(buf->len, total_len)``;
+    a partly read buffer keeps the rest).
+    """
+    t = spawn()
+    src = page(t, 2)
+    fill(t, src, b"A")
+    fill(t, src + PAGE, b"B")
+    fill(t, src + 2 * PAGE - 1, b"Z")
+    dst = page(t, 3)
+    r, w = t.pipe()
+    assert t.write(w, src, PAGE) == PAGE
+    assert t.write(w, src + PAGE, PAGE) == PAGE
+    assert t.read(r, dst, 2 * PAGE) == 2 * PAGE
+    assert dump(t, dst, 1) + dump(t, dst + PAGE, 1) == b"AB"
+    assert t.write(w, src, 2 * PAGE) == 2 * PAGE
+    assert t.read(r, dst, PAGE + 1) == PAGE + 1
+    assert t.read(r, dst, 2 * PAGE) == PAGE - 1
+    assert dump(t, dst + PAGE - 2, 1) == b"Z"
+
+
+def test_zero_length_write_is_0_even_without_readers():
+    """write(w, buf, 0) returns 0, and with every read end closed it still returns 0 without
+    a SIGPIPE (a handler is installed and never called).
+
+    Source: fs/pipe.c ``pipe_write`` (``/* Null write succeeds. */`` before the readers check).
+    """
+    t = spawn()
+    buf = page(t, value=1)
+    calls = []
+    t.sigaction(SIGPIPE, lambda ctx: calls.append(ctx.info))
+    r, w = t.pipe()
+    assert t.write(w, buf, 0) == 0
+    assert t.close(r) == 0
+    assert t.write(w, buf, 0) == 0
+    assert calls == []
+
+
+def test_sigpipe_is_sent_as_si_user():
+    """A write with no reader left: the SIGPIPE handler runs once with si_code SI_USER (0),
+    then write fails with EPIPE.
+
+    Source: fs/pipe.c ``pipe_write`` (``send_sig(SIGPIPE, current, 0)``); kernel/signal.c
+    ``send_sig`` -> ``send_sig_info(sig, __si_special(0), p)``: SEND_SIG_NOINFO, which
+    ``__send_signal_locked`` fills in with ``si_code = SI_USER``.
+    """
+    t = spawn()
+    buf = page(t, value=1)
+    calls = []
+    t.sigaction(SIGPIPE, lambda ctx: calls.append(ctx.info))
+    r, w = t.pipe()
+    assert t.close(r) == 0
+    assert err_of(t.write, w, buf, 1) == errno.EPIPE
+    assert [(c.si_signo, c.si_code) for c in calls] == [(SIGPIPE, 0)]
+
+
 # --- /proc/self/mem: the target is foreign, the caller's buffer is not -----------------------------
 
 def test_proc_self_mem_pread_pwrite_bypass_ad_page(kernel):
@@ -406,6 +547,116 @@ def test_proc_self_mem_unmapped_target_eio_and_short_read_at_the_end():
     assert t.load(buf) == 0x7
 
 
+@pytest.mark.parametrize("release", ["6.1", "6.12"])
+def test_vvar_cannot_be_reached_by_a_foreign_access(release):
+    """[vvar] (VM_IO | VM_PFNMAP) is refused to every foreign access: /proc/self/mem pread
+    EIO, process_vm_readv EFAULT, PTRACE_PEEKDATA EIO; the buffer is left alone.
+
+    ``check_vma_flags`` refuses VM_IO and VM_PFNMAP VMAs, and ``__access_remote_vm``
+    has no fallback: the special mapping's ``vm_ops->access`` is NULL ("vDSO
+    code relies that VVAR can't be accessed remotely").
+
+    Source: mm/gup.c ``check_vma_flags``; mm/memory.c ``__access_remote_vm``;
+    mm/mmap.c ``special_mapping_vmops``; arch/x86/entry/vdso/vma.c ``map_vdso``
+    (the [vvar] flags in 6.1 and 6.12; later releases map it from lib/vdso/datastore.c).
+    """
+    t = spawn(release)
+    vvar = next(v.start for v in t.process.mm.vmas if v.name == "[vvar]")
+    buf = page(t, value=0x5A)
+    mem = t.open_proc_mem()
+    assert err_of(t.pread, mem, buf, 1, vvar) == errno.EIO
+    assert err_of(t.process_vm_readv, t.process.pid, [(buf, 1)], [(vvar, 1)]) == errno.EFAULT
+    assert err_of(t.ptrace, PTRACE_PEEKDATA, t.fork().process.pid, vvar) == errno.EIO
+    assert t.load(buf) == 0x5A
+
+
+def test_open_proc_mem_of_a_pid_that_does_not_exist_is_enoent():
+    """open("/proc/99999/mem") with no such process: ENOENT (the directory is not there).
+
+    Source: fs/proc/base.c ``proc_pid_lookup`` (no task: the dentry stays negative).
+    """
+    t = spawn()
+    assert err_of(t.open_proc_mem, 99999) == errno.ENOENT
+
+
+def test_proc_self_mem_reads_and_writes_across_pages():
+    """pread(mem, buf, 4096, src + 100) reads the tail of one page and the head of the next,
+    in order; pread/pwrite of 8192 bytes move both pages (mem_rw works a page at a time
+    and moves on by what it copied).
+
+    Source: fs/proc/base.c ``mem_rw`` (``addr += this_len``); mm/memory.c
+    ``__access_remote_vm`` (page by page, ``buf += bytes``).
+    """
+    t = spawn()
+    src = page(t, 2)
+    fill(t, src, b"A")
+    fill(t, src + 100, b"a")
+    fill(t, src + PAGE, b"B")
+    fill(t, src + PAGE + 99, b"c")
+    buf = page(t, 2)
+    mem = t.open_proc_mem()
+    assert t.pread(mem, buf, PAGE, src + 100) == PAGE
+    assert dump(t, buf, 1) + dump(t, buf + PAGE - 100, 1) + dump(t, buf + PAGE - 1, 1) == b"aBc"
+    assert t.pread(mem, buf, 2 * PAGE, src) == 2 * PAGE
+    assert dump(t, buf, 1) + dump(t, buf + PAGE, 1) == b"AB"
+    dst = page(t, 2, value=0x10)
+    assert t.pwrite(mem, buf, 2 * PAGE, dst) == 2 * PAGE
+    assert dump(t, dst, 1) + dump(t, dst + PAGE, 1) + dump(t, dst + PAGE + 99, 1) == b"ABc"
+
+
+def test_foreign_accesses_reach_a_shared_mapping():
+    """A MAP_SHARED page of a parent and its child: /proc/PID/mem, process_vm_readv/writev
+    and PTRACE_PEEKDATA/POKEDATA read and write it, and both processes see every write.
+
+    Source: fs/proc/base.c ``mem_rw``, mm/process_vm_access.c, kernel/ptrace.c
+    ``generic_ptrace_peekdata``/``pokedata``: all take the target's page with GUP, which
+    for a writable shared mapping is the shared page itself (mm/gup.c ``check_vma_flags``).
+    """
+    t = spawn()
+    shared = page(t, value=0x10, flags=SHARED)
+    child = t.fork()
+    cpid = child.process.pid
+    buf = page(t)
+    mem = t.open_proc_mem(cpid)
+    assert t.pread(mem, buf, 1, shared) == 1
+    assert t.load(buf) == 0x10
+    assert t.store(buf, 0x21) is None
+    assert t.pwrite(mem, buf, 1, shared) == 1
+    assert child.load(shared) == 0x21
+    assert t.store(buf, 0x32) is None
+    assert t.process_vm_writev(cpid, [(buf, 1)], [(shared, 1)]) == 1
+    assert t.load(shared) == 0x32
+    assert child.store(shared, 0x3C) is None
+    assert t.process_vm_readv(cpid, [(buf, 1)], [(shared, 1)]) == 1
+    assert t.load(buf) == 0x3C
+    assert t.ptrace(PTRACE_POKEDATA, cpid, shared, 0x43) == 0
+    assert t.load(shared) == 0x43
+    assert t.store(shared, 0x54) is None
+    assert t.ptrace(PTRACE_PEEKDATA, cpid, shared) == 0x54
+
+
+def test_prot_none_page_forced_foreign_reads_reach_it_process_vm_readv_does_not():
+    """A PROT_NONE private page: /proc/self/mem pread and PTRACE_PEEKDATA (FOLL_FORCE) read
+    it, since it may be made readable (VM_MAYREAD); process_vm_readv (no FOLL_FORCE): EFAULT.
+
+    Source: mm/gup.c ``check_vma_flags`` (``!(vm_flags & VM_READ)``: -EFAULT without
+    FOLL_FORCE, else allowed with VM_MAYREAD); fs/proc/base.c ``mem_rw`` and
+    kernel/ptrace.c ``generic_ptrace_peekdata`` pass FOLL_FORCE, mm/process_vm_access.c
+    does not.
+    """
+    t = spawn()
+    p = page(t, value=0x41)
+    assert t.mprotect(p, PAGE, PROT_NONE) == 0
+    buf = page(t, value=0x5A)
+    mem = t.open_proc_mem()
+    assert t.pread(mem, buf, 1, p) == 1
+    assert t.load(buf) == 0x41
+    assert t.store(buf, 0x5A) is None
+    assert err_of(t.process_vm_readv, t.process.pid, [(buf, 1)], [(p, 1)]) == errno.EFAULT
+    assert t.load(buf) == 0x5A
+    assert t.ptrace(PTRACE_PEEKDATA, t.fork().process.pid, p) == 0x41
+
+
 def test_child_reads_parents_ad_page_through_proc_pid_mem():
     """The child opens /proc/<parent>/mem and reads the parent's AD page; its own load faults.
 
@@ -419,6 +670,60 @@ def test_child_reads_parents_ad_page_through_proc_pid_mem():
     mem = child.open_proc_mem(t.process.pid)
     assert child.pread(mem, buf, 1, secret) == 1
     assert child.load(buf) == 0x41
+
+
+def foreign_write(t, how, src, dst, n):
+    """Write n bytes from src to dst of t's own memory through a foreign interface."""
+    if how == "proc-mem":
+        return t.pwrite(t.open_proc_mem(), src, n, dst)
+    return t.process_vm_writev(t.process.pid, [(src, n)], [(dst, n)])
+
+
+@pytest.mark.parametrize("how", ["proc-mem", "process_vm_writev"])
+def test_foreign_write_to_a_never_touched_page_faults_in_a_page_of_its_own(how):
+    """A foreign write to a never-touched private page faults it in for writing: Rss 4 kB.
+
+    A foreign read of another never-touched page maps the zero page: the bytes
+    are 0 and Rss stays 0 kB.
+
+    Source: mm/gup.c ``__get_user_pages`` -> ``faultin_page`` (FAULT_FLAG_WRITE
+    for FOLL_WRITE); mm/memory.c ``do_anonymous_page`` (a read fault maps the
+    zero page, a write fault a new page); fs/proc/task_mmu.c ``smaps_pte_entry``
+    (``vm_normal_page`` is NULL for the zero page, so it is not counted).
+    """
+    t = spawn()
+    src = page(t, value=0x5A)
+    dst = lone_page(t)
+    assert foreign_write(t, how, src, dst, 1) == 1
+    assert rss_kb(t, dst) == 4
+    assert t.load(dst) == 0x5A
+    untouched = lone_page(t, 1)
+    buf = page(t, value=0x77)
+    assert t.process_vm_readv(t.process.pid, [(buf, 1)], [(untouched, 1)]) == 1
+    assert t.load(buf) == 0
+    assert rss_kb(t, untouched) == 0
+
+
+@pytest.mark.parametrize("how", ["proc-mem", "process_vm_writev"])
+def test_foreign_write_to_the_zero_page_copies_it(how):
+    """A read maps the zero page (Rss 0 kB); a foreign write to that page copies it into a
+    page of its own (Rss 4 kB), which the thread then reads.
+
+    GUP does not follow a read-only PTE for a write: it takes a write fault,
+    and the zero page is copied on write.
+
+    Source: mm/gup.c ``follow_page_pte`` (``FOLL_WRITE && !can_follow_write_pte``:
+    no page) and ``faultin_page`` (FAULT_FLAG_WRITE); mm/memory.c ``do_wp_page``
+    -> ``wp_page_copy``; fs/proc/task_mmu.c ``smaps_pte_entry``.
+    """
+    t = spawn()
+    src = page(t, value=0x5A)
+    dst = lone_page(t)
+    assert t.load(dst) == 0
+    assert rss_kb(t, dst) == 0
+    assert foreign_write(t, how, src, dst, 1) == 1
+    assert rss_kb(t, dst) == 4
+    assert t.load(dst) == 0x5A
 
 
 # --- process_vm_readv / process_vm_writev -----------------------------------------------------
@@ -503,6 +808,90 @@ def test_process_vm_readv_of_unmapped_remote_is_efault_and_dead_pid_esrch():
     assert err_of(t.process_vm_readv, 99999, [(buf, 1)], [(buf, 1)]) == errno.ESRCH
 
 
+def test_process_vm_flags_einval_and_writev_to_a_dead_pid_esrch():
+    """flags must be 0: EINVAL, for both calls; process_vm_writev to a pid that is gone: ESRCH.
+
+    Source: mm/process_vm_access.c ``process_vm_rw`` (``if (flags != 0) return -EINVAL;``),
+    ``process_vm_rw_core`` (no task: -ESRCH).
+    """
+    t = spawn()
+    buf = page(t, value=1)
+    me = t.process.pid
+    assert err_of(t.process_vm_readv, me, [(buf, 1)], [(buf + 1, 1)], 1) == errno.EINVAL
+    assert err_of(t.process_vm_writev, me, [(buf, 1)], [(buf + 1, 1)], 1) == errno.EINVAL
+    assert err_of(t.process_vm_writev, 99999, [(buf, 1)], [(buf + 1, 1)]) == errno.ESRCH
+    assert t.load(buf + 1) == 0
+
+
+def test_process_vm_readv_scatters_and_gathers_in_order():
+    """Remote iovecs are read in order into the local ones, across iovec boundaries on both
+    sides; a local side longer than the data gets what there is, a remote side longer than
+    the local one is read only as far as the local one goes.
+
+    Source: mm/process_vm_access.c ``process_vm_rw_core`` (remote iovecs in order
+    while the local iterator has room), ``process_vm_rw_pages``.
+    """
+    t = spawn()
+    a, b = page(t, value=0x61), page(t, value=0x62)
+    x, y = page(t, value=0x30), page(t, value=0x31)
+    me = t.process.pid
+    assert t.process_vm_readv(me, [(x, 2)], [(a, 1), (b, 1)]) == 2
+    assert dump(t, x, 2) == b"ab"
+    fill(t, a, b"cd")
+    assert t.process_vm_readv(me, [(x, 1), (y, 1)], [(a, 2)]) == 2
+    assert dump(t, x, 1) + dump(t, y, 1) == b"cd"
+    assert t.process_vm_readv(me, [(y, 1), (x, 1)], [(b, 1)]) == 1
+    assert dump(t, y, 1) + dump(t, x, 1) == b"bc"
+    assert t.process_vm_readv(me, [(x, 1)], [(a, 1), (b, 1)]) == 1
+    assert dump(t, x, 1) == b"c"
+
+
+def test_process_vm_writev_scatters_and_gathers_in_order():
+    """The writing twin: local iovecs gathered in order into the remote ones; a remote side
+    longer than the data is written as far as the data goes.
+
+    Source: mm/process_vm_access.c ``process_vm_rw_core``, ``process_vm_rw_pages``.
+    """
+    t = spawn()
+    src = page(t)
+    fill(t, src, b"pq")
+    a, b = page(t, value=0x61), page(t, value=0x62)
+    me = t.process.pid
+    assert t.process_vm_writev(me, [(src, 2)], [(a, 1), (b, 1)]) == 2
+    assert dump(t, a, 1) + dump(t, b, 1) == b"pq"
+    assert t.process_vm_writev(me, [(src + 1, 1), (src, 1)], [(a, 2)]) == 2
+    assert dump(t, a, 2) == b"qp"
+    assert t.process_vm_writev(me, [(src, 1)], [(b, 1), (a, 1)]) == 1
+    assert dump(t, b, 1) + dump(t, a, 1) == b"pq"
+
+
+def test_process_vm_partial_transfer_returns_the_bytes_moved():
+    """When a later iovec fails, the bytes moved before it are returned, not the error:
+    a remote iovec with nothing mapped, a local iovec on an AD page, on either call.
+
+    Source: mm/process_vm_access.c ``process_vm_rw_core`` ("If we have managed to copy
+    any data at all then we return the number of bytes copied").
+    """
+    t = spawn()
+    src = page(t, value=0x61)
+    secret = page(t, value=0x41)
+    rekey(t, secret, AD)
+    buf = page(t, value=0x30)
+    gone = page(t)
+    assert t.munmap(gone, PAGE) == 0
+    me = t.process.pid
+    assert t.process_vm_readv(me, [(buf, 2)], [(src, 1), (gone, 1)]) == 1
+    assert t.load(buf) == 0x61
+    assert t.store(buf, 0x30) is None
+    assert t.process_vm_readv(me, [(buf, 1), (secret, 1)], [(src, 2)]) == 1
+    assert t.load(buf) == 0x61
+    assert t.process_vm_writev(me, [(buf, 1), (secret, 1)], [(src + 1, 2)]) == 1
+    assert t.load(src + 1) == 0x61
+    assert t.store(buf, 0x71) is None
+    assert t.process_vm_writev(me, [(buf, 2)], [(src, 1), (gone, 1)]) == 1
+    assert t.load(src) == 0x71
+
+
 def test_child_process_vm_readv_of_parents_ad_page(kernel):
     """Row m: "child process_vm_readv of the parent's AD page" -> "succeeds".
 
@@ -574,6 +963,34 @@ def test_ptrace_unmapped_or_partly_mapped_word_is_eio():
     assert err_of(t.ptrace, PTRACE_POKEDATA, cpid, gone, 1) == errno.EIO
     assert err_of(t.ptrace, PTRACE_PEEKDATA, cpid, last + PAGE - 4) == errno.EIO
     assert t.ptrace(PTRACE_PEEKDATA, cpid, last + PAGE - 8) == 0
+
+
+def test_ptrace_word_across_a_page_boundary():
+    """PEEKDATA and POKEDATA of a word whose halves lie in two mapped pages: 8 bytes each way.
+
+    Source: kernel/ptrace.c (``copied != sizeof(tmp)`` is the only failure);
+    mm/memory.c ``__access_remote_vm`` (page by page).
+    """
+    t = spawn()
+    p = page(t, 2, value=1)
+    at = p + PAGE - 4
+    fill(t, at, bytes(range(1, 9)))
+    child = t.fork()
+    cpid = child.process.pid
+    assert t.ptrace(PTRACE_PEEKDATA, cpid, at) == int.from_bytes(bytes(range(1, 9)), "little")
+    assert t.ptrace(PTRACE_POKEDATA, cpid, at, 0x1122334455667788) == 0
+    assert dump(child, at, 8) == (0x1122334455667788).to_bytes(8, "little")
+
+
+def test_ptrace_unknown_request_is_eio():
+    """A request ptrace does not know: EIO (the model does not check the tracing
+    relationship, so this is the answer for a stopped tracee).
+
+    Source: kernel/ptrace.c ``ptrace_request`` (``int ret = -EIO;`` ... ``default: break;``).
+    """
+    t = spawn()
+    cpid = t.fork().process.pid
+    assert err_of(t.ptrace, 0x7777, cpid, 0x10000) == errno.EIO
 
 
 def test_ptrace_of_a_process_that_is_gone_esrch():
